@@ -1,0 +1,350 @@
+"""Region-aware convolution, the core op of DRConv, as a function of tensors.
+
+``region_aware_conv2d(input, weight, guide)`` convolves each output pixel with the filter of the region its guide
+logits select (argmax over the ``m`` guide channels) and, in backward, replaces the hard argmax by the paper's
+softmax surrogate so the guide is learned from the task loss (Chen et al., "Dynamic Region-Aware Convolution",
+CVPR 2021, Sec. 3.1).
+
+Three implementations stand behind the one call and agree to floating-point tolerance:
+
+``reference``
+    The definition, kept readable for tests: computes all ``m`` responses with ``F.conv2d`` and selects one per
+    pixel. ``m`` times the MACs and activation memory of a standard conv.
+``fast`` (default)
+    Gathers each sample's patches sorted by region and multiplies every region's rows by that region's filter only,
+    so the forward costs the MACs of one standard conv. Backward recomputes the patches from the input (nothing of
+    size ``m`` x activation is saved) and works one sample at a time.
+``onnx``
+    Standard ops only (a constant depthwise conv as im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes
+    and no custom symbolic; chosen automatically while tracing or exporting. It computes all ``m`` responses.
+
+Gradients (all implementations, to input, weight and guide)::
+
+    dL/dX, dL/dW_j   only through the selected region r(p) = argmax_j guide[j, p]
+    g_j(p)         = sum_o dL/dY[o, p] * (W_j conv X)[o, p]            for every region j
+    dL/dguide_j(p) = S_j(p) * (g_j(p) - sum_n S_n(p) * g_n(p)),     S = softmax(guide) over regions, in float32
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = ["region_aware_conv2d", "IMPLEMENTATIONS", "output_size"]
+
+IntOrPair = Union[int, Sequence[int]]
+IMPLEMENTATIONS = ("auto", "fast", "reference", "onnx")
+
+
+def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
+    """Return ``value`` as a pair of ints, checking it."""
+    pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"region_aware_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def output_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    """Spatial output size of a convolution along one axis (same formula as ``nn.Conv2d``)."""
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _check_args(input, weight, guide, stride, padding, dilation):
+    """Validate ranks, shapes and hyper-parameters; return (stride, padding, dilation, (Ho, Wo))."""
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(
+            f"region_aware_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got stride={stride}, "
+            f"padding={padding}, dilation={dilation}"
+        )
+    if input.dim() != 4:
+        raise ValueError(f"region_aware_conv2d: input must be (B, C_in, H, W), got shape {tuple(input.shape)}")
+    if weight.dim() != 6:
+        raise ValueError(
+            f"region_aware_conv2d: weight must be (B, m, C_out, C_in, k, k), got shape {tuple(weight.shape)}"
+        )
+    if guide.dim() != 4:
+        raise ValueError(f"region_aware_conv2d: guide must be (B, m, H_out, W_out), got shape {tuple(guide.shape)}")
+    B, C, H, W = input.shape
+    Bw, m, _, Cw, kh, kw = weight.shape
+    if Bw != B or guide.shape[0] != B:
+        raise ValueError(f"region_aware_conv2d: batch sizes differ: input {B}, weight {Bw}, guide {guide.shape[0]}")
+    if Cw != C:
+        raise ValueError(f"region_aware_conv2d: weight has C_in={Cw} but input has {C} channels")
+    if guide.shape[1] != m:
+        raise ValueError(f"region_aware_conv2d: weight has m={m} regions but guide has {guide.shape[1]} channels")
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"region_aware_conv2d: kernel size must be odd, got {kh}x{kw}")
+    Ho = output_size(H, kh, stride[0], padding[0], dilation[0])
+    Wo = output_size(W, kw, stride[1], padding[1], dilation[1])
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"region_aware_conv2d: input {H}x{W} is too small for a {kh}x{kw} kernel with these settings")
+    if tuple(guide.shape[2:]) != (Ho, Wo):
+        raise ValueError(
+            f"region_aware_conv2d: guide is {tuple(guide.shape[2:])} but the output is {(Ho, Wo)}; the guide conv must "
+            "use the main conv's kernel size, stride, padding and dilation"
+        )
+    return stride, padding, dilation, (Ho, Wo)
+
+
+def _guide_grad(guide: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The paper's surrogate: softmax Jacobian applied to g, in float32 or wider. guide, g: (B, m, Ho, Wo)."""
+    dtype = torch.promote_types(guide.dtype, torch.float32)
+    s = torch.softmax(guide.to(dtype), dim=1)  # (B, m, Ho, Wo)
+    g = g.to(dtype)
+    return (s * (g - (s * g).sum(1, keepdim=True))).to(guide.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reference: all m responses, then select (the definition)
+# ----------------------------------------------------------------------------------------------------------------
+class _SelectRegion(torch.autograd.Function):
+    """Pick, at each pixel, the response of the argmax region; backward is the softmax surrogate."""
+
+    @staticmethod
+    def forward(ctx, responses, guide):  # responses (B, m, C_out, Ho, Wo), guide (B, m, Ho, Wo)
+        mask = F.one_hot(guide.argmax(1), guide.shape[1]).permute(0, 3, 1, 2).unsqueeze(2).to(responses.dtype)
+        ctx.save_for_backward(responses, guide, mask)
+        return (responses * mask).sum(1)  # (B, C_out, Ho, Wo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        responses, guide, mask = ctx.saved_tensors
+        grad_responses = grad_out.unsqueeze(1) * mask  # only the selected region
+        dtype = torch.promote_types(responses.dtype, torch.float32)
+        g = (grad_out.unsqueeze(1).to(dtype) * responses.to(dtype)).sum(2)  # (B, m, Ho, Wo)
+        return grad_responses, _guide_grad(guide, g)
+
+
+def _reference(x, weight, guide, stride, padding, dilation):
+    B, m, C_out, C_in, kh, kw = weight.shape
+    responses = torch.stack(
+        [
+            F.conv2d(x[b : b + 1], weight[b].reshape(m * C_out, C_in, kh, kw), None, stride, padding, dilation)[0]
+            for b in range(B)
+        ]
+    )  # (B, m*C_out, Ho, Wo)
+    responses = responses.unflatten(1, (m, C_out))  # (B, m, C_out, Ho, Wo)
+    return _SelectRegion.apply(responses, guide)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fast: one filter per pixel, patches gathered in region order
+# ----------------------------------------------------------------------------------------------------------------
+def _pixel_rows(x):
+    """(B, C, H, W) -> (B, H*W + 1, C): channels-last pixel rows plus one zero row that padding taps point to."""
+    B, C, H, W = x.shape
+    rows = x.new_empty(B, H * W + 1, C)
+    rows[:, : H * W].view(B, H, W, C).copy_(x.permute(0, 2, 3, 1))  # no layout cost if x is channels-last
+    rows[:, H * W].zero_()
+    return rows
+
+
+def _tap_index(in_hw, kernel, stride, padding, dilation, out_hw, device):
+    """Row of ``_pixel_rows`` read by each output pixel and kernel tap: (Ho*Wo, kh*kw); padding -> the zero row."""
+    (H, W), (kh, kw), (sh, sw), (ph, pw), (dh, dw), (Ho, Wo) = in_hw, kernel, stride, padding, dilation, out_hw
+    h = (
+        torch.arange(Ho, device=device).view(Ho, 1, 1, 1) * sh
+        - ph
+        + torch.arange(kh, device=device).view(1, 1, kh, 1) * dh
+    )
+    w = (
+        torch.arange(Wo, device=device).view(1, Wo, 1, 1) * sw
+        - pw
+        + torch.arange(kw, device=device).view(1, 1, 1, kw) * dw
+    )
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # (Ho, Wo, kh, kw)
+    return torch.where(inside, h * W + w, H * W).view(Ho * Wo, kh * kw)
+
+
+def argmax_regions(guide):
+    """``guide.argmax(1)`` for (B, m, Ho, Wo), as m - 1 elementwise passes (a strided argmax is slow on CPU).
+
+    Ties go to the lowest index, as ``torch.argmax``.
+    """
+    best, region = guide[:, 0], torch.zeros_like(guide[:, 0], dtype=torch.long)
+    for j in range(1, guide.shape[1]):
+        better = guide[:, j] > best
+        best = torch.where(better, guide[:, j], best)
+        region = region.masked_fill(better, j)
+    return region  # (B, Ho, Wo)
+
+
+def _region_order(region_b, m):
+    """Pixel order sorted by region and the pixel count of each region. region_b: (Ho, Wo) ints."""
+    region = region_b.flatten()  # (L,)
+    order = torch.argsort(region, stable=True)
+    counts = torch.bincount(region, minlength=m).tolist()
+    return order, counts
+
+
+def _nhwc_weight(weight):
+    """(B, m, C_out, C_in, kh, kw) -> (B, m, C_out, kh*kw*C_in), the patch order of ``_patches``.
+
+    Free (a view) when the weight is stored with C_in innermost, as the filter generators in ``modules`` store it.
+    """
+    return weight.permute(0, 1, 2, 4, 5, 3).flatten(3).contiguous()
+
+
+class _RegionConvFast(torch.autograd.Function):
+    """One filter per output pixel: each sample's patches are gathered in region order (one gather of C-long pixel
+    rows) and every region's rows are multiplied by that region's filter only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, guide, stride, padding, dilation, out_hw):
+        B, m, C_out, C_in, kh, kw = weight.shape
+        Ho, Wo = out_hw
+        L, K = Ho * Wo, kh * kw * C_in
+        pixels = _pixel_rows(x)  # (B, H*W + 1, C_in)
+        taps = _tap_index(x.shape[2:], (kh, kw), stride, padding, dilation, out_hw, x.device)  # (L, kh*kw)
+        w = _nhwc_weight(weight)  # (B, m, C_out, K)
+        regions = argmax_regions(guide)  # (B, Ho, Wo)
+        out = x.new_empty(B, L, C_out)
+        out_sorted = x.new_empty(L, C_out)
+        for b in range(B):
+            order, counts = _region_order(regions[b], m)
+            rows = pixels[b].index_select(0, taps.index_select(0, order).flatten()).view(L, K)  # (L, K) by region
+            start = 0
+            for j, n in enumerate(counts):
+                if n:
+                    torch.mm(rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
+                start += n
+            out[b].index_copy_(0, order, out_sorted)
+        ctx.save_for_backward(x, weight, guide, regions)
+        ctx.conf = (stride, padding, dilation, out_hw)
+        # channels-last memory: (B, Ho, Wo, C_out) seen as (B, C_out, Ho, Wo), no copy
+        return out.view(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight, guide, regions = ctx.saved_tensors
+        stride, padding, dilation, (Ho, Wo) = ctx.conf
+        B, m, C_out, C_in, kh, kw = weight.shape
+        H, W = x.shape[2:]
+        L, K = Ho * Wo, kh * kw * C_in
+        need_x, need_w, need_g = ctx.needs_input_grad[:3]
+        pixels = _pixel_rows(x)  # (B, H*W + 1, C_in), recomputed: nothing m-times was kept from forward
+        taps = _tap_index((H, W), (kh, kw), stride, padding, dilation, (Ho, Wo), x.device)  # (L, kh*kw)
+        w = _nhwc_weight(weight)  # (B, m, C_out, K)
+        go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
+        grad_w = torch.zeros_like(w) if need_w else None  # (B, m, C_out, K)
+        grad_pixels = torch.zeros_like(pixels) if need_x else None  # (B, H*W + 1, C_in)
+        g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
+        grad_rows = x.new_empty(L, K) if need_x else None
+        for b in range(B):
+            order, counts = _region_order(regions[b], m)
+            index = taps.index_select(0, order).flatten()  # (L*kh*kw,)
+            rows = pixels[b].index_select(0, index).view(L, K)  # (L, K) by region
+            go_sorted = go[b].index_select(0, order)  # (L, C_out)
+            if need_g:
+                # g_j(p) for every region j, one sample at a time: the only m-times term, never kept
+                resp = torch.mm(rows, w[b].flatten(0, 1).t()).view(L, m, C_out)  # (L, m, C_out)
+                g[b].index_copy_(0, order, resp.mul_(go_sorted.unsqueeze(1)).sum(2))
+                del resp
+            start = 0
+            for j, n in enumerate(counts):
+                if n:
+                    sl = slice(start, start + n)
+                    if need_w:
+                        torch.mm(go_sorted[sl].t(), rows[sl], out=grad_w[b, j])
+                    if need_x:
+                        torch.mm(go_sorted[sl], w[b, j], out=grad_rows[sl])
+                start += n
+            if need_x:
+                grad_pixels[b].index_add_(0, index, grad_rows.view(L * kh * kw, C_in))
+        grad_x = grad_weight = grad_guide = None
+        if need_x:  # drop the zero row; channels-last memory
+            grad_x = grad_pixels[:, : H * W].view(B, H, W, C_in).permute(0, 3, 1, 2)
+        if need_w:
+            grad_weight = grad_w.view(B, m, C_out, kh, kw, C_in).permute(0, 1, 2, 5, 3, 4)
+        if need_g:
+            grad_guide = _guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
+        return grad_x, grad_weight, grad_guide, None, None, None, None
+
+
+def _fast(x, weight, guide, stride, padding, dilation, out_hw):
+    return _RegionConvFast.apply(x, weight, guide, stride, padding, dilation, out_hw)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# onnx: standard ops, batch-size independent
+# ----------------------------------------------------------------------------------------------------------------
+def _onnx(x, weight, guide, stride, padding, dilation):
+    _, m, C_out, C_in, kh, kw = weight.shape
+    # im2col as a constant depthwise conv: channel c*kh*kw + t copies input channel c at kernel tap t
+    eye = torch.eye(kh * kw, dtype=x.dtype, device=x.device).view(kh * kw, 1, kh, kw).repeat(C_in, 1, 1, 1)
+    cols = F.conv2d(x, eye, None, stride, padding, dilation, groups=C_in)  # (B, C_in*kh*kw, Ho, Wo)
+    Ho, Wo = cols.shape[2:]
+    responses = torch.matmul(weight.flatten(3).flatten(1, 2), cols.flatten(2))  # (B, m*C_out, Ho*Wo)
+    responses = responses.unflatten(1, (m, C_out))  # (B, m, C_out, Ho*Wo)
+    region = guide.flatten(2).argmax(1, keepdim=True)  # (B, 1, Ho*Wo), ties as torch.argmax
+    regions = torch.arange(m, device=x.device).view(1, m, 1)
+    mask = (region == regions).to(responses.dtype).unsqueeze(2)  # (B, m, 1, Ho*Wo)
+    out = (responses * mask).sum(1)  # (B, C_out, Ho*Wo)
+    return out.unflatten(2, (Ho, Wo))
+
+
+def _tracing() -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    return bool(onnx is not None and hasattr(onnx, "is_in_onnx_export") and onnx.is_in_onnx_export())
+
+
+def region_aware_conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    guide: torch.Tensor,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Convolve each output pixel with the filter of the region its guide selects.
+
+    Args:
+        input (torch.Tensor): Input feature map, shape (B, C_in, H, W).
+        weight (torch.Tensor): One filter per sample and region, shape (B, m, C_out, C_in, k, k), k odd.
+        guide (torch.Tensor): Guided-feature logits, shape (B, m, H_out, W_out); the region at an output pixel is the
+            argmax over the m channels (ties resolved as ``torch.argmax``).
+        stride (int | tuple): Convolution stride.
+        padding (int | tuple): Zero padding added to both sides.
+        dilation (int | tuple): Kernel dilation.
+        impl (str): ``"auto"`` (``"onnx"`` while tracing or exporting, ``"fast"`` otherwise), ``"fast"``,
+            ``"reference"`` or ``"onnx"``.
+
+    Returns:
+        (torch.Tensor): Output, shape (B, C_out, H_out, W_out), in the compute dtype (the autocast dtype under
+            autocast, else the input's).
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"region_aware_conv2d: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    stride, padding, dilation, out_hw = _check_args(input, weight, guide, stride, padding, dilation)
+    if impl == "auto":
+        impl = "onnx" if _tracing() else "fast"
+    # one compute dtype for input and filters: the autocast dtype if autocast is on for this device, else the input's
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type) if _autocast_takes_device() else torch.is_autocast_enabled():
+        dtype = torch.get_autocast_dtype(device_type) if hasattr(torch, "get_autocast_dtype") else torch.float16
+    else:
+        dtype = input.dtype
+    input, weight = input.to(dtype), weight.to(dtype)
+    if impl == "onnx":
+        return _onnx(input, weight, guide, stride, padding, dilation)
+    with torch.autocast(device_type, enabled=False):
+        if impl == "reference":
+            return _reference(input, weight, guide, stride, padding, dilation)
+        return _fast(input, weight, guide, stride, padding, dilation, out_hw)
+
+
+def _autocast_takes_device() -> bool:
+    try:
+        torch.is_autocast_enabled("cpu")
+        return True
+    except TypeError:
+        return False
