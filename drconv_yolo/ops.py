@@ -15,8 +15,8 @@ Three implementations stand behind the one call and agree to floating-point tole
     so the forward costs the MACs of one standard conv. Backward recomputes the patches from the input (nothing of
     size ``m`` x activation is saved) and works one sample at a time.
 ``onnx``
-    Standard ops only (a constant depthwise conv as im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes
-    and no custom symbolic; chosen automatically while tracing or exporting. It computes all ``m`` responses.
+    Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
+    chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
 
 Gradients (all implementations, to input, weight and guide)::
 
@@ -27,7 +27,8 @@ Gradients (all implementations, to input, weight and guide)::
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from functools import partial
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,8 @@ def _check_args(input, weight, guide, stride, padding, dilation):
             f"region_aware_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got stride={stride}, "
             f"padding={padding}, dilation={dilation}"
         )
+    if _tracing():  # shapes are symbolic while tracing: checked in eager mode only
+        return stride, padding, dilation, None
     if input.dim() != 4:
         raise ValueError(f"region_aware_conv2d: input must be (B, C_in, H, W), got shape {tuple(input.shape)}")
     if weight.dim() != 6:
@@ -147,16 +150,9 @@ def _pixel_rows(x):
 def _tap_index(in_hw, kernel, stride, padding, dilation, out_hw, device):
     """Row of ``_pixel_rows`` read by each output pixel and kernel tap: (Ho*Wo, kh*kw); padding -> the zero row."""
     (H, W), (kh, kw), (sh, sw), (ph, pw), (dh, dw), (Ho, Wo) = in_hw, kernel, stride, padding, dilation, out_hw
-    h = (
-        torch.arange(Ho, device=device).view(Ho, 1, 1, 1) * sh
-        - ph
-        + torch.arange(kh, device=device).view(1, 1, kh, 1) * dh
-    )
-    w = (
-        torch.arange(Wo, device=device).view(1, Wo, 1, 1) * sw
-        - pw
-        + torch.arange(kw, device=device).view(1, 1, 1, kw) * dw
-    )
+    ar = partial(torch.arange, device=device)
+    h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
+    w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
     inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # (Ho, Wo, kh, kw)
     return torch.where(inside, h * W + w, H * W).view(Ho * Wo, kh * kw)
 
@@ -195,7 +191,7 @@ class _RegionConvFast(torch.autograd.Function):
     rows) and every region's rows are multiplied by that region's filter only."""
 
     @staticmethod
-    def forward(ctx, x, weight, guide, stride, padding, dilation, out_hw):
+    def forward(ctx, x, weight, guide, bias, stride, padding, dilation, out_hw):
         B, m, C_out, C_in, kh, kw = weight.shape
         Ho, Wo = out_hw
         L, K = Ho * Wo, kh * kw * C_in
@@ -211,7 +207,10 @@ class _RegionConvFast(torch.autograd.Function):
             start = 0
             for j, n in enumerate(counts):
                 if n:
-                    torch.mm(rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
+                    if bias is None:
+                        torch.mm(rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
+                    else:
+                        torch.addmm(bias, rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
                 start += n
             out[b].index_copy_(0, order, out_sorted)
         ctx.save_for_backward(x, weight, guide, regions)
@@ -227,12 +226,12 @@ class _RegionConvFast(torch.autograd.Function):
         B, m, C_out, C_in, kh, kw = weight.shape
         H, W = x.shape[2:]
         L, K = Ho * Wo, kh * kw * C_in
-        need_x, need_w, need_g = ctx.needs_input_grad[:3]
+        need_x, need_w, need_g, need_b = ctx.needs_input_grad[:4]
         pixels = _pixel_rows(x)  # (B, H*W + 1, C_in), recomputed: nothing m-times was kept from forward
         taps = _tap_index((H, W), (kh, kw), stride, padding, dilation, (Ho, Wo), x.device)  # (L, kh*kw)
         w = _nhwc_weight(weight)  # (B, m, C_out, K)
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
-        grad_w = torch.zeros_like(w) if need_w else None  # (B, m, C_out, K)
+        grad_w = torch.empty_like(w) if need_w else None  # (B, m, C_out, K)
         grad_pixels = torch.zeros_like(pixels) if need_x else None  # (B, H*W + 1, C_in)
         g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
         grad_rows = x.new_empty(L, K) if need_x else None
@@ -248,6 +247,8 @@ class _RegionConvFast(torch.autograd.Function):
                 del resp
             start = 0
             for j, n in enumerate(counts):
+                if need_w and not n:
+                    grad_w[b, j].zero_()  # an empty region gets no gradient
                 if n:
                     sl = slice(start, start + n)
                     if need_w:
@@ -256,19 +257,21 @@ class _RegionConvFast(torch.autograd.Function):
                         torch.mm(go_sorted[sl], w[b, j], out=grad_rows[sl])
                 start += n
             if need_x:
-                grad_pixels[b].index_add_(0, index, grad_rows.view(L * kh * kw, C_in))
-        grad_x = grad_weight = grad_guide = None
+                grad_pixels[b].index_put_((index,), grad_rows.view(L * kh * kw, C_in), accumulate=True)
+        grad_x = grad_weight = grad_guide = grad_bias = None
+        if need_b:
+            grad_bias = go.sum((0, 1))
         if need_x:  # drop the zero row; channels-last memory
             grad_x = grad_pixels[:, : H * W].view(B, H, W, C_in).permute(0, 3, 1, 2)
         if need_w:
             grad_weight = grad_w.view(B, m, C_out, kh, kw, C_in).permute(0, 1, 2, 5, 3, 4)
         if need_g:
             grad_guide = _guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
-        return grad_x, grad_weight, grad_guide, None, None, None, None
+        return grad_x, grad_weight, grad_guide, grad_bias, None, None, None, None
 
 
-def _fast(x, weight, guide, stride, padding, dilation, out_hw):
-    return _RegionConvFast.apply(x, weight, guide, stride, padding, dilation, out_hw)
+def _fast(x, weight, guide, bias, stride, padding, dilation, out_hw):
+    return _RegionConvFast.apply(x, weight, guide, bias, stride, padding, dilation, out_hw)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -276,11 +279,10 @@ def _fast(x, weight, guide, stride, padding, dilation, out_hw):
 # ----------------------------------------------------------------------------------------------------------------
 def _onnx(x, weight, guide, stride, padding, dilation):
     _, m, C_out, C_in, kh, kw = weight.shape
-    # im2col as a constant depthwise conv: channel c*kh*kw + t copies input channel c at kernel tap t
-    eye = torch.eye(kh * kw, dtype=x.dtype, device=x.device).view(kh * kw, 1, kh, kw).repeat(C_in, 1, 1, 1)
-    cols = F.conv2d(x, eye, None, stride, padding, dilation, groups=C_in)  # (B, C_in*kh*kw, Ho, Wo)
-    Ho, Wo = cols.shape[2:]
-    responses = torch.matmul(weight.flatten(3).flatten(1, 2), cols.flatten(2))  # (B, m*C_out, Ho*Wo)
+    kh, kw = int(kh), int(kw)  # static: ONNX's im2col needs a constant kernel size, not a traced shape
+    Ho, Wo = guide.shape[2:]
+    cols = F.unfold(x, (kh, kw), dilation, padding, stride)  # (B, C_in*kh*kw, Ho*Wo)
+    responses = torch.matmul(weight.flatten(3).flatten(1, 2), cols)  # (B, m*C_out, Ho*Wo)
     responses = responses.unflatten(1, (m, C_out))  # (B, m, C_out, Ho*Wo)
     region = guide.flatten(2).argmax(1, keepdim=True)  # (B, 1, Ho*Wo), ties as torch.argmax
     regions = torch.arange(m, device=x.device).view(1, m, 1)
@@ -303,6 +305,7 @@ def region_aware_conv2d(
     stride: IntOrPair = 1,
     padding: IntOrPair = 0,
     dilation: IntOrPair = 1,
+    bias: Optional[torch.Tensor] = None,
     impl: str = "auto",
 ) -> torch.Tensor:
     """Convolve each output pixel with the filter of the region its guide selects.
@@ -315,36 +318,45 @@ def region_aware_conv2d(
         stride (int | tuple): Convolution stride.
         padding (int | tuple): Zero padding added to both sides.
         dilation (int | tuple): Kernel dilation.
-        impl (str): ``"auto"`` (``"onnx"`` while tracing or exporting, ``"fast"`` otherwise), ``"fast"``,
-            ``"reference"`` or ``"onnx"``.
+        bias (torch.Tensor, optional): Per-output-channel bias (C_out,), shared by all regions.
+        impl (str): ``"auto"`` (``"fast"``), ``"fast"``, ``"reference"`` or ``"onnx"``; while tracing or exporting
+            the ``"onnx"`` path is always used. The ``onnx`` path has no gradient to the guide (inference only).
 
     Returns:
         (torch.Tensor): Output, shape (B, C_out, H_out, W_out), in the compute dtype (the autocast dtype under
-            autocast, else the input's).
+            autocast, else the input's). The fast path returns it in channels-last memory format.
     """
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"region_aware_conv2d: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     stride, padding, dilation, out_hw = _check_args(input, weight, guide, stride, padding, dilation)
-    if impl == "auto":
-        impl = "onnx" if _tracing() else "fast"
-    # one compute dtype for input and filters: the autocast dtype if autocast is on for this device, else the input's
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type) if _autocast_takes_device() else torch.is_autocast_enabled():
-        dtype = torch.get_autocast_dtype(device_type) if hasattr(torch, "get_autocast_dtype") else torch.float16
-    else:
-        dtype = input.dtype
+    if bias is not None and out_hw is not None and tuple(bias.shape) != (weight.shape[2],):
+        raise ValueError(f"region_aware_conv2d: bias must have shape ({weight.shape[2]},), got {tuple(bias.shape)}")
+    if _tracing():  # the only path that traces to standard ops, whatever was asked for
+        impl = "onnx"
+    elif impl == "auto":
+        impl = "fast"
+    dtype = _compute_dtype(input)
     input, weight = input.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
     if impl == "onnx":
-        return _onnx(input, weight, guide, stride, padding, dilation)
-    with torch.autocast(device_type, enabled=False):
-        if impl == "reference":
-            return _reference(input, weight, guide, stride, padding, dilation)
-        return _fast(input, weight, guide, stride, padding, dilation, out_hw)
+        out = _onnx(input, weight, guide, stride, padding, dilation)
+    else:
+        with torch.autocast(input.device.type, enabled=False):
+            if impl == "fast":
+                return _fast(input, weight, guide, bias, stride, padding, dilation, out_hw)
+            out = _reference(input, weight, guide, stride, padding, dilation)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-def _autocast_takes_device() -> bool:
+def _compute_dtype(input: torch.Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on for the input's device, else the input's dtype."""
+    device_type = input.device.type
     try:
-        torch.is_autocast_enabled("cpu")
-        return True
-    except TypeError:
-        return False
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument
+        enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not enabled:
+        return input.dtype
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()

@@ -1,0 +1,304 @@
+"""DRConv layers: ``DRConv2d`` (a bare dynamic conv, like ``nn.Conv2d``) and ``DRConv`` (+ BatchNorm + activation,
+with the signature of Ultralytics' ``Conv``).
+
+This module path is pickled into every checkpoint that holds a DRConv: never move or rename it. It imports nothing
+from Ultralytics, so the layers work in any PyTorch model.
+
+Parameter counts, for ``c1`` input and ``c2`` output channels, kernel ``k``, ``m`` regions (nn.Conv2d: c2*c1*k^2):
+
+=============  =========================================  ==========================================
+part           parameters                                 default (m = 8)
+=============  =========================================  ==========================================
+guide conv     m*c1*k^2 + m                               ~ m/c2 of the conv
+``official``   n*c2*c1*k^2 + (c1 + 1)*m*n   (n bases)     n = 8: about 8x the conv
+``paper``      h*c2*c1 + (c1 + 1)*h         (h hidden)    h = m*k^2: about 8x the conv
+=============  =========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .ops import region_aware_conv2d
+
+__all__ = ["DRConv", "DRConv2d", "RegionAwareConv", "OfficialFilterGenerator", "PaperFilterGenerator", "GENERATORS"]
+
+
+def autopad(k: int, p: Optional[int] = None, d: int = 1) -> int:
+    """Same-shape padding for an odd kernel, as Ultralytics' ``autopad``."""
+    return d * (k - 1) // 2 if p is None else p
+
+
+def he_std(c1: int, k: int) -> float:
+    """Standard deviation of a He (Kaiming normal, ReLU gain) initialised conv with fan-in c1*k*k."""
+    return math.sqrt(2.0 / (c1 * k * k))
+
+
+class OfficialFilterGenerator(nn.Module):
+    """The official code's generator: global pool -> Linear -> 2*sigmoid/n coefficients mixing n shared base kernels.
+
+    Region j's filter is ``sum_n coef[j, n] * bases[n]`` (CondConv-style). Setting every base to one kernel and the
+    Linear to zero makes every region's filter exactly that kernel (used to start from a pretrained Conv).
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        k (int): Kernel size.
+        regions (int): Number of regions m.
+        bases (int): Number of shared base kernels n.
+    """
+
+    def __init__(self, c1: int, c2: int, k: int, regions: int, bases: int = 8):
+        super().__init__()
+        if bases < 1:
+            raise ValueError(f"OfficialFilterGenerator: bases must be >= 1, got {bases}")
+        self.regions, self.n = regions, bases
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c1, regions * bases)
+        # coef ~ 1/n each, so the mixed filter has std(bases) / sqrt(n): scale the bases up to land at He's std
+        self.bases = nn.Parameter(torch.randn(bases, c2, c1, k, k) * he_std(c1, k) * math.sqrt(bases))
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """Mixing coefficients (B, m, n) in (0, 2/n)."""
+        z = self.fc(self.pool(x).flatten(1))  # (B, m*n)
+        return (2.0 / self.n) * torch.sigmoid(z).view(-1, self.regions, self.n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return filters (B, m, c2, c1, k, k), stored with c1 innermost (the fast op reads them without a copy)."""
+        n, c2, c1, k, _ = self.bases.shape
+        coef = self.coefficients(x)  # (B, m, n)
+        bases = self.bases.permute(0, 1, 3, 4, 2).reshape(n, -1)  # (n, c2*k*k*c1)
+        w = torch.matmul(coef.to(bases.dtype), bases)  # (B, m, c2*k*k*c1)
+        return w.view(x.shape[0], self.regions, c2, k, k, c1).permute(0, 1, 2, 5, 3, 4)
+
+    @torch.no_grad()
+    def scale_out_(self, s: torch.Tensor) -> None:
+        """Multiply every generated filter's output channel o by s[o] (folds a BatchNorm exactly)."""
+        self.bases.mul_(s.view(1, -1, 1, 1, 1).to(self.bases))
+
+    @torch.no_grad()
+    def init_from_conv_(self, weight: torch.Tensor) -> None:
+        """Make every region's filter equal ``weight`` (c2, c1, k, k) for every input."""
+        self.bases.copy_(weight.unsqueeze(0).expand_as(self.bases))
+        self.fc.weight.zero_()
+        self.fc.bias.zero_()
+
+    def macs(self, x: torch.Tensor) -> int:
+        """Multiply-accumulates of one forward pass on x (pool, Linear, mixing)."""
+        B, c1 = x.shape[:2]
+        return B * (x[0].numel() + c1 * self.regions * self.n + self.regions * self.bases.numel())
+
+
+class PaperFilterGenerator(nn.Module):
+    """The paper's generator: adaptive average pool to k x k -> 1x1 conv -> sigmoid -> 1x1 conv with groups = m.
+
+    Region j's filter at kernel tap t is ``sum_u G[j, u] * h[j, u, t]``: ``hidden / m`` learned basis filters per
+    region, weighted per tap by the input's pooled descriptor. The grouped conv has no bias (the snippet's bias adds
+    m*c2*c1 parameters that are constant over the kernel taps).
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        k (int): Kernel size.
+        regions (int): Number of regions m.
+        hidden (int, optional): Hidden channels, a multiple of m. Default m*k*k (full spatial rank per region).
+    """
+
+    def __init__(self, c1: int, c2: int, k: int, regions: int, hidden: Optional[int] = None):
+        super().__init__()
+        hidden = regions * k * k if hidden is None else hidden
+        if hidden < regions or hidden % regions:
+            raise ValueError(f"PaperFilterGenerator: hidden={hidden} must be a positive multiple of regions={regions}")
+        self.regions, self.c1, self.c2, self.k = regions, c1, c2, k
+        self.pool = nn.AdaptiveAvgPool2d(k)
+        self.reduce = nn.Conv2d(c1, hidden, 1)
+        self.act = nn.Sigmoid()
+        self.expand = nn.Conv2d(hidden, regions * c2 * c1, 1, groups=regions, bias=False)
+        # sigmoid outputs are about 0.5 (E[h^2] ~ 0.27): scale so sum_u G h has He's std
+        nn.init.normal_(self.expand.weight, std=he_std(c1, k) / math.sqrt(0.27 * hidden / regions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return filters (B, m, c2, c1, k, k)."""
+        w = self.expand(self.act(self.reduce(self.pool(x))))  # (B, m*c2*c1, k, k)
+        return w.view(x.shape[0], self.regions, self.c2, self.c1, self.k, self.k)
+
+    @torch.no_grad()
+    def scale_out_(self, s: torch.Tensor) -> None:
+        """Multiply every generated filter's output channel o by s[o] (folds a BatchNorm exactly)."""
+        w = self.expand.weight.view(self.regions, self.c2, self.c1, -1)
+        w.mul_(s.view(1, -1, 1, 1).to(w))
+
+    def init_from_conv_(self, weight: torch.Tensor) -> None:
+        """Not possible: the paper's generator has no input-independent term to hold a fixed kernel."""
+        raise NotImplementedError(
+            "the 'paper' filter generator cannot start from a pretrained Conv (every filter depends on the input); "
+            "use generator='official' to fine-tune from pretrained weights"
+        )
+
+
+GENERATORS = {"official": OfficialFilterGenerator, "paper": PaperFilterGenerator}
+
+
+class RegionAwareConv(nn.Module):
+    """Leaf module around ``region_aware_conv2d`` so module-hook FLOP counters (thop) can count the dynamic conv.
+
+    Args:
+        stride (int): Convolution stride.
+        padding (int): Zero padding.
+        dilation (int): Kernel dilation.
+        impl (str): Implementation, see ``region_aware_conv2d``.
+    """
+
+    def __init__(self, stride: int = 1, padding: int = 0, dilation: int = 1, impl: str = "auto"):
+        super().__init__()
+        self.stride, self.padding, self.dilation, self.impl = stride, padding, dilation, impl
+
+    def forward(self, x, weight, guide, bias=None):
+        """x (B, c1, H, W), weight (B, m, c2, c1, k, k), guide (B, m, Ho, Wo), bias (c2,) -> (B, c2, Ho, Wo)."""
+        return region_aware_conv2d(x, weight, guide, self.stride, self.padding, self.dilation, bias, self.impl)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, impl={self.impl!r}"
+
+
+class DRConv2d(nn.Module):
+    """Dynamic region-aware convolution: a k x k guide conv splits the output into m regions and each region is
+    convolved with its own filter, generated from the input.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        k (int): Kernel size (odd).
+        s (int): Stride.
+        p (int, optional): Padding; None gives same-padding (``autopad``).
+        d (int): Dilation.
+        regions (int): Number of regions m (paper: 8).
+        bias (bool): Add a learnable per-channel bias (shared by all regions).
+        generator (str): Filter generator, ``"official"`` (default) or ``"paper"``.
+        impl (str): Op implementation: ``"auto"``, ``"fast"``, ``"reference"`` or ``"onnx"``.
+        **generator_kwargs: Passed to the generator (``bases`` for official, ``hidden`` for paper).
+    """
+
+    _version = 1  # state-dict layout version; bump and migrate in _load_from_state_dict when it changes
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int = 1,
+        s: int = 1,
+        p: Optional[int] = None,
+        d: int = 1,
+        regions: int = 8,
+        bias: bool = True,
+        generator: str = "official",
+        impl: str = "auto",
+        **generator_kwargs,
+    ):
+        super().__init__()
+        for name, value, low in (("c1", c1, 1), ("c2", c2, 1), ("k", k, 1), ("s", s, 1), ("d", d, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"DRConv2d: {name} must be an int >= {low}, got {value!r}")
+        if k % 2 == 0:
+            raise ValueError(f"DRConv2d: kernel size k must be odd, got {k}")
+        if not isinstance(regions, int) or regions < 1:
+            raise ValueError(f"DRConv2d: regions must be an int >= 1, got {regions!r}")
+        if generator not in GENERATORS:
+            raise ValueError(f"DRConv2d: generator must be one of {sorted(GENERATORS)}, got {generator!r}")
+        p = autopad(k, p, d)
+        self.c1, self.c2, self.k, self.s, self.p, self.d, self.regions = c1, c2, k, s, p, d, regions
+        self.guide = nn.Conv2d(c1, regions, k, s, p, dilation=d)
+        self.generator = GENERATORS[generator](c1, c2, k, regions, **generator_kwargs)
+        self.op = RegionAwareConv(s, p, d, impl)
+        self.bias = nn.Parameter(torch.zeros(c2)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, c1, H, W) -> (B, c2, Ho, Wo)."""
+        if x.dim() != 4 or x.shape[1] != self.c1:
+            raise ValueError(f"DRConv2d: expected input (B, {self.c1}, H, W), got shape {tuple(x.shape)}")
+        if x.device.type == "cpu":  # one layout change, shared by the guide conv (faster) and the op's gather
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.op(x, self.generator(x), self.guide(x), self.bias)
+
+    def regions_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The guided mask: region index (B, Ho, Wo) chosen at each output pixel."""
+        return self.guide(x).argmax(1)
+
+    @torch.no_grad()
+    def init_from_conv_(self, conv: nn.Conv2d) -> None:
+        """Start as ``conv``: every region's filter is its weight (same output before training). Needs ``official``."""
+        if conv.weight.shape != (self.c2, self.c1, self.k, self.k):
+            raise ValueError(
+                f"DRConv2d: cannot start from a conv of weight shape {tuple(conv.weight.shape)}, "
+                f"expected {(self.c2, self.c1, self.k, self.k)}"
+            )
+        self.generator.init_from_conv_(conv.weight)
+        if conv.bias is not None:
+            if self.bias is None:
+                self.bias = nn.Parameter(conv.bias.detach().clone())
+            else:
+                self.bias.copy_(conv.bias)
+        elif self.bias is not None:
+            self.bias.zero_()
+
+    @torch.no_grad()
+    def fold_bn_(self, bn: nn.BatchNorm2d) -> None:
+        """Fold an eval-mode BatchNorm that follows this layer into the generated filters and the bias."""
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (c2,)
+        self.generator.scale_out_(scale)
+        bias = torch.zeros_like(bn.running_mean) if self.bias is None else self.bias.detach()
+        self.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+    def macs(self, output: torch.Tensor) -> int:
+        """MACs of the dynamic conv alone: one c1*k*k filter per output element (the selected region's)."""
+        return output.numel() * self.c1 * self.k * self.k
+
+    def extra_repr(self) -> str:
+        return f"{self.c1}, {self.c2}, k={self.k}, s={self.s}, p={self.p}, d={self.d}, regions={self.regions}"
+
+
+class DRConv(nn.Module):
+    """DRConv2d + BatchNorm2d + activation, a drop-in for Ultralytics' ``Conv(c1, c2, k, s, p, g, d, act)``.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        k (int): Kernel size (odd).
+        s (int): Stride.
+        p (int, optional): Padding; None gives same-padding.
+        g (int): Groups; only 1 is supported (a grouped dynamic conv is not defined by the paper).
+        d (int): Dilation.
+        act (bool | nn.Module): True for SiLU, a module to use it, anything else for identity.
+        regions (int): Number of regions m.
+        **kwargs: Passed to ``DRConv2d`` (``generator``, ``impl``, ``bases``, ``hidden``).
+    """
+
+    default_act = nn.SiLU()
+
+    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True, regions=8, **kwargs):
+        super().__init__()
+        if g != 1:
+            raise ValueError(f"DRConv: groups g={g} is not supported (only g=1); use Conv for grouped convolutions")
+        self.conv = DRConv2d(c1, c2, k, s, p, d, regions, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply convolution, batch normalization and activation."""
+        return self.act(self.bn(self.conv(x)))
+
+    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the convolution (BatchNorm already folded in) and activation."""
+        return self.act(self.conv(x))
+
+    def fuse(self) -> DRConv:
+        """Fold the BatchNorm into the filter generator and bias; afterwards ``forward`` is ``forward_fuse``."""
+        if hasattr(self, "bn"):
+            self.conv.fold_bn_(self.bn)
+            del self.bn
+            self.forward = self.forward_fuse
+        return self

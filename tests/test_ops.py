@@ -1,0 +1,214 @@
+"""region_aware_conv2d: every implementation against the plain reference, the surrogate gradient, dtypes, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from drconv_yolo.ops import argmax_regions, output_size, region_aware_conv2d
+
+# (B, C_in, C_out, H, W, k, stride, padding, dilation, m)
+SHAPES = [
+    (2, 3, 4, 7, 9, 3, 1, 1, 1, 4),  # non-square, odd
+    (1, 4, 5, 8, 5, 3, 2, 1, 1, 3),  # batch 1, stride 2
+    (2, 3, 2, 1, 6, 1, 1, 0, 1, 2),  # 1-pixel-tall, 1x1
+    (3, 2, 3, 1, 5, 3, 2, 1, 1, 8),  # 1-pixel-tall, stride 2, padding
+    (2, 3, 4, 9, 9, 5, 2, 2, 1, 4),  # k5
+    (2, 3, 4, 9, 10, 3, 1, 2, 2, 4),  # dilation 2
+    (2, 5, 3, 11, 7, 3, 2, 0, 1, 5),  # no padding, odd size, stride 2
+    (2, 4, 6, 6, 6, 1, 2, 0, 1, 3),  # 1x1 stride 2
+]
+IDS = [f"B{s[0]}-c{s[1]}-{s[2]}-{s[3]}x{s[4]}-k{s[5]}s{s[6]}p{s[7]}d{s[8]}-m{s[9]}" for s in SHAPES]
+
+
+def make_inputs(shape, dtype=torch.float64, seed=0, spread=1.0):
+    B, C, Co, H, W, k, s, p, d, m = shape
+    g = torch.Generator().manual_seed(seed)
+    Ho, Wo = output_size(H, k, s, p, d), output_size(W, k, s, p, d)
+    x = torch.randn(B, C, H, W, generator=g, dtype=dtype)
+    w = torch.randn(B, m, Co, C, k, k, generator=g, dtype=dtype) / (C * k * k) ** 0.5
+    guide = torch.randn(B, m, Ho, Wo, generator=g, dtype=dtype) * spread
+    go = torch.randn(B, Co, Ho, Wo, generator=g, dtype=dtype)
+    return x, w, guide, go, (s, p, d)
+
+
+def run(impl, x, w, guide, go, conf, bias=None):
+    """Output and gradients to (input, weight, guide[, bias])."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, w, guide)]
+    if bias is not None:
+        leaves.append(bias.detach().clone().requires_grad_(True))
+    y = region_aware_conv2d(*leaves[:3], *conf, bias=leaves[3] if bias is not None else None, impl=impl)
+    grads = torch.autograd.grad(y, leaves, go, allow_unused=True)
+    return (y, *grads)
+
+
+def explicit(x, w, guide, conf):
+    """Per-pixel definition: each output pixel uses the filter of argmax(guide) at that pixel."""
+    s, p, d = conf
+    B, m = w.shape[:2]
+    region = guide.argmax(1)  # (B, Ho, Wo)
+    out = torch.zeros(B, w.shape[2], *guide.shape[2:], dtype=x.dtype)
+    for b in range(B):
+        for j in range(m):
+            full = F.conv2d(x[b : b + 1], w[b, j], None, s, p, d)[0]
+            out[b] += full * (region[b] == j)
+    return out
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_reference_forward_equals_per_pixel_definition(shape):
+    x, w, guide, _, conf = make_inputs(shape)
+    y = region_aware_conv2d(x, w, guide, *conf, impl="reference")
+    torch.testing.assert_close(y, explicit(x, w, guide, conf), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_fast_matches_reference_float64_output_and_all_grads(shape):
+    x, w, guide, go, conf = make_inputs(shape)
+    bias = torch.randn(shape[2], dtype=torch.float64)
+    ref, fast = run("reference", x, w, guide, go, conf, bias), run("fast", x, w, guide, go, conf, bias)
+    for name, a, b in zip(("output", "d_input", "d_weight", "d_guide", "d_bias"), fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("shape", SHAPES[:4], ids=IDS[:4])
+def test_fast_matches_reference_float32(shape):
+    x, w, guide, go, conf = make_inputs(shape, torch.float32)
+    for a, b in zip(run("fast", x, w, guide, go, conf), run("reference", x, w, guide, go, conf)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_onnx_path_matches_reference_forward_and_input_weight_grads(shape):
+    x, w, guide, go, conf = make_inputs(shape)
+    onnx, ref = run("onnx", x, w, guide, go, conf), run("reference", x, w, guide, go, conf)
+    for a, b in zip(onnx[:3], ref[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert onnx[3] is None  # the traceable path is for inference: no surrogate gradient to the guide
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_gradcheck_input_and_weight_with_fixed_argmax_float64(impl):
+    # guide logits far apart: finite differences never flip a region, so the gradient is the true one
+    x, w, guide, _, conf = make_inputs(SHAPES[1], spread=50.0)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x, w: region_aware_conv2d(x, w, guide, *conf, impl=impl), (x, w), eps=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4]], ids=[IDS[0], IDS[4]])
+def test_guide_gradient_is_softmax_surrogate(impl, shape):
+    # the paper's surrogate is the exact gradient of the soft assignment sum_j softmax(guide)_j * (W_j conv x)
+    x, w, guide, go, conf = make_inputs(shape)
+    s, p, d = conf
+    responses = torch.stack(
+        [
+            torch.stack([F.conv2d(x[b : b + 1], w[b, j], None, s, p, d)[0] for j in range(w.shape[1])])
+            for b in range(len(x))
+        ]
+    )  # (B, m, C_out, Ho, Wo)
+    g = guide.clone().requires_grad_(True)
+    soft = (torch.softmax(g, 1).unsqueeze(2) * responses).sum(1)
+    (expected,) = torch.autograd.grad(soft, g, go)
+    got = run(impl, x, w, guide, go, conf)[3]
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_flow_only_through_selected_region():
+    x, w, guide, go, conf = make_inputs(SHAPES[0])
+    guide = guide.clone()
+    guide[:, 1] = 100.0  # region 1 everywhere
+    _, _, dw, _ = run("fast", x, w, guide, go, conf)
+    assert dw[:, 1].abs().sum() > 0
+    assert torch.count_nonzero(dw[:, [0, 2, 3]]) == 0
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference", "onnx"])
+def test_ties_resolve_as_torch_argmax(impl):
+    x, w, guide, _, conf = make_inputs(SHAPES[0])
+    guide = torch.zeros_like(guide)
+    guide[0, 2, 0, 0] = 1.0  # one pixel picks region 2; every other pixel is a full tie -> region 0
+    y = region_aware_conv2d(x, w, guide, *conf, impl=impl)
+    torch.testing.assert_close(y, explicit(x, w, guide, conf), rtol=0, atol=1e-12)
+    assert torch.equal(argmax_regions(guide), guide.argmax(1))
+
+
+def test_argmax_regions_matches_torch_argmax_on_random_logits():
+    guide = torch.randn(3, 8, 5, 7)
+    assert torch.equal(argmax_regions(guide), guide.argmax(1))
+
+
+def test_bf16_autocast_cpu_forward_backward_close_to_float32():
+    x, w, guide, go, conf = make_inputs(SHAPES[0], torch.float32)
+    full = run("fast", x, w, guide, go, conf)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = run("fast", x, w, guide, go, conf)
+    assert low[0].dtype == torch.bfloat16
+    for name, a, b in zip(("output", "d_input", "d_weight", "d_guide"), low, full):
+        assert torch.isfinite(a).all(), name
+        # bf16 has an 8-bit mantissa: compare with a tolerance scaled to the tensor's magnitude
+        assert (a.float() - b).abs().max() <= 0.05 * b.abs().max() + 1e-3, name
+
+
+def test_guide_softmax_runs_in_float32_for_half_logits():
+    x, w, guide, go, conf = make_inputs(SHAPES[0], torch.float32)
+    guide16 = (guide * 8).to(torch.bfloat16)  # large logits: a bf16 softmax would lose the small probabilities
+    d16 = run("fast", x, w, guide16, go, conf)[3]
+    d32 = run("fast", x, w, guide16.float(), go, conf)[3]
+    assert d16.dtype == torch.bfloat16
+    torch.testing.assert_close(d16.float(), d32, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_autocast_cuda_matches_float32():
+    x, w, guide, go, conf = (t.cuda() if torch.is_tensor(t) else t for t in make_inputs(SHAPES[0], torch.float32))
+    full = run("fast", x, w, guide, go, conf)
+    with torch.autocast("cuda", dtype=torch.float16):
+        low = run("fast", x, w, guide, go, conf)
+    assert low[0].dtype == torch.float16
+    for a, b in zip(low, full):
+        assert torch.isfinite(a).all()
+        assert (a.float() - b).abs().max() <= 0.01 * b.abs().max() + 1e-3
+
+
+def test_fast_output_is_channels_last_with_same_values():
+    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32)
+    y = region_aware_conv2d(x, w, guide, *conf, impl="fast")
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_auto_picks_onnx_path_while_tracing():
+    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32)
+    traced = torch.jit.trace(lambda x, w, g: region_aware_conv2d(x, w, g, *conf), (x, w, guide))
+    graph = str(traced.graph)
+    assert "aten::matmul" in graph and "aten::argmax" in graph
+    torch.testing.assert_close(traced(x, w, guide), region_aware_conv2d(x, w, guide, *conf), rtol=1e-5, atol=1e-5)
+
+
+def bad(**over):
+    x, w, guide = torch.randn(2, 3, 8, 8), torch.randn(2, 4, 5, 3, 3, 3), torch.randn(2, 4, 8, 8)
+    args = {"input": x, "weight": w, "guide": guide, "padding": 1, **over}
+    return lambda: region_aware_conv2d(**args)
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"input": torch.randn(3, 8, 8)}, r"input must be \(B, C_in, H, W\)"),
+        ({"weight": torch.randn(2, 4, 5, 3, 3)}, r"weight must be \(B, m, C_out, C_in, k, k\)"),
+        ({"guide": torch.randn(2, 4, 8)}, r"guide must be \(B, m, H_out, W_out\)"),
+        ({"weight": torch.randn(1, 4, 5, 3, 3, 3)}, "batch sizes differ: input 2, weight 1"),
+        ({"weight": torch.randn(2, 4, 5, 2, 3, 3)}, "weight has C_in=2 but input has 3 channels"),
+        ({"guide": torch.randn(2, 3, 8, 8)}, "weight has m=4 regions but guide has 3 channels"),
+        ({"weight": torch.randn(2, 4, 5, 3, 2, 2)}, "kernel size must be odd, got 2x2"),
+        ({"guide": torch.randn(2, 4, 4, 4)}, r"guide is \(4, 4\) but the output is \(8, 8\)"),
+        ({"stride": 0}, "need stride >= 1"),
+        ({"impl": "cuda"}, "impl must be one of"),
+        ({"bias": torch.randn(4)}, r"bias must have shape \(5,\)"),
+    ],
+)
+def test_bad_input_raises_clear_error(over, message):
+    with pytest.raises(ValueError, match=message):
+        bad(**over)()
