@@ -56,11 +56,12 @@ class OfficialFilterGenerator(nn.Module):
         super().__init__()
         if bases < 1:
             raise ValueError(f"OfficialFilterGenerator: bases must be >= 1, got {bases}")
-        self.regions, self.n = regions, bases
+        self.regions, self.n, self.c2 = regions, bases, c2
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c1, regions * bases)
+        # the n bases stacked as one 4-D conv weight (n*c2, c1, k, k), so Module.to(memory_format=...) handles it;
         # coef ~ 1/n each, so the mixed filter has std(bases) / sqrt(n): scale the bases up to land at He's std
-        self.bases = nn.Parameter(torch.randn(bases, c2, c1, k, k) * he_std(c1, k) * math.sqrt(bases))
+        self.bases = nn.Parameter(torch.randn(bases * c2, c1, k, k) * he_std(c1, k) * math.sqrt(bases))
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """Mixing coefficients (B, m, n) in (0, 2/n)."""
@@ -69,28 +70,24 @@ class OfficialFilterGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return filters (B, m, c2, c1, k, k), stored with c1 innermost (the fast op reads them without a copy)."""
-        n, c2, c1, k, _ = self.bases.shape
+        _, c1, k, _ = self.bases.shape
+        n, c2 = self.n, self.c2
         coef = self.coefficients(x)  # (B, m, n)
-        bases = self.bases.permute(0, 1, 3, 4, 2).reshape(n, -1)  # (n, c2*k*k*c1)
+        bases = self.bases.permute(0, 2, 3, 1).reshape(n, c2 * k * k * c1)  # free if stored channels-last
         w = torch.matmul(coef.to(bases.dtype), bases)  # (B, m, c2*k*k*c1)
         return w.view(x.shape[0], self.regions, c2, k, k, c1).permute(0, 1, 2, 5, 3, 4)
 
     @torch.no_grad()
     def scale_out_(self, s: torch.Tensor) -> None:
         """Multiply every generated filter's output channel o by s[o] (folds a BatchNorm exactly)."""
-        self.bases.mul_(s.view(1, -1, 1, 1, 1).to(self.bases))
+        self.bases.mul_(s.to(self.bases).repeat(self.n).view(-1, 1, 1, 1))
 
     @torch.no_grad()
     def init_from_conv_(self, weight: torch.Tensor) -> None:
         """Make every region's filter equal ``weight`` (c2, c1, k, k) for every input."""
-        self.bases.copy_(weight.unsqueeze(0).expand_as(self.bases))
+        self.bases.copy_(weight.repeat(self.n, 1, 1, 1))
         self.fc.weight.zero_()
         self.fc.bias.zero_()
-
-    def macs(self, x: torch.Tensor) -> int:
-        """Multiply-accumulates of one forward pass on x (pool, Linear, mixing)."""
-        B, c1 = x.shape[:2]
-        return B * (x[0].numel() + c1 * self.regions * self.n + self.regions * self.bases.numel())
 
 
 class PaperFilterGenerator(nn.Module):
@@ -253,10 +250,6 @@ class DRConv2d(nn.Module):
         bias = torch.zeros_like(bn.running_mean) if self.bias is None else self.bias.detach()
         self.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
-    def macs(self, output: torch.Tensor) -> int:
-        """MACs of the dynamic conv alone: one c1*k*k filter per output element (the selected region's)."""
-        return output.numel() * self.c1 * self.k * self.k
-
     def extra_repr(self) -> str:
         return f"{self.c1}, {self.c2}, k={self.k}, s={self.s}, p={self.p}, d={self.d}, regions={self.regions}"
 
@@ -302,3 +295,16 @@ class DRConv(nn.Module):
             del self.bn
             self.forward = self.forward_fuse
         return self
+
+
+def _register_if_ultralytics_loaded() -> None:
+    """Loading a DRConv checkpoint imports this module: register then, if Ultralytics is in use (no import of it)."""
+    import sys
+
+    if "ultralytics.nn.tasks" in sys.modules:
+        from .plugin import register
+
+        register()
+
+
+_register_if_ultralytics_loaded()
