@@ -321,3 +321,9 @@ def unregister() -> None:
             else:
                 setattr(owner, name, original)
         _ORIGINALS.clear()
+        serialization = sys.modules["torch"].serialization if "torch" in sys.modules else None
+        if serialization is not None and hasattr(serialization, "get_safe_globals"):
+            ours = set(_safe_classes())
+            kept = [g for g in serialization.get_safe_globals() if (g[0] if isinstance(g, tuple) else g) not in ours]
+            serialization.clear_safe_globals()
+            serialization.add_safe_globals(kept)

@@ -1,0 +1,565 @@
+"""Standard evaluation: Ultralytics validation plus pycocotools against the prepared ground-truth JSON.
+
+:func:`evaluate` runs ``YOLO(model).val(data=..., save_json=True, max_det=...)``, keeps Ultralytics' own mAP50 and
+mAP50-95, maps its JSON predictions onto the ground truth written by ``prepare`` (default
+``<dataset path>/annotations/instances_<split>.json``) and scores them with pycocotools (:func:`coco_metrics`):
+AP, AP50, AP75, APs, APm, APl, AR at maxDets 1/10/100/``max_det`` and per-class AP. Everything goes to a JSON file
+(written atomically) and is printed as a table.
+
+Mapping Ultralytics' predictions (ultralytics 8.3/8.4 ``DetectionValidator.pred_to_json``):
+
+* ``image_id`` is ``int(stem)`` when the image stem is numeric, else the stem; 8.4 also writes ``file_name``.
+  Predictions are matched to ground-truth images by file name when present, else by that stem key.
+* ``category_id`` is ``class_map[class]``: ``1..nc`` for any dataset, except COCO-style datasets whose ``val`` is a
+  ``.../val2017.txt`` list (then COCO's 91-id map). The validator's actual ``class_map`` is read back, inverted to
+  the YOLO class, and the class is mapped to the ``i``-th ground-truth category (ascending id).
+
+pycocotools caps detections per image *and category* at ``maxDets``, Ultralytics caps them per image: AP here uses
+``maxDets = max_det`` (COCO's official summary uses 100: pass ``max_det=100`` to reproduce it). Use ``max_det=1000``
+on VisDrone. Ultralytics' own COCO pass (faster-coco-eval, which it may try to pip-install) is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["coco_metrics", "evaluate", "format_report", "main", "map_predictions"]
+
+_AREAS = {"all": 0, "small": 1, "medium": 2, "large": 3}  # pycocotools' default areaRngLbl order
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# pycocotools scoring (pure)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _quiet():
+    """Silence pycocotools' progress prints."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def _load_gt(gt_json: str | Path | Mapping):
+    """Return a pycocotools ``COCO`` object for a path or an already parsed ground-truth dict."""
+    from pycocotools.coco import COCO
+
+    if isinstance(gt_json, Mapping):
+        dataset = copy.deepcopy(dict(gt_json))
+    else:
+        path = Path(gt_json)
+        if not path.is_file():
+            raise FileNotFoundError(f"ground-truth JSON not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            dataset = json.load(f)
+    dataset.setdefault("info", {})
+    coco = COCO()
+    coco.dataset = dataset
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def _load_results(gt, predictions: list[dict]):
+    """Return a pycocotools result object; unlike ``loadRes`` this also accepts an empty list."""
+    from pycocotools.coco import COCO
+
+    known = set(gt.getImgIds())
+    unknown = sorted({str(p["image_id"]) for p in predictions if p["image_id"] not in known})
+    if unknown:
+        raise ValueError(f"{len(unknown)} prediction image id(s) not in the ground truth, e.g. {unknown[:5]}")
+    if predictions:
+        with _quiet():
+            return gt.loadRes(predictions)
+    res = COCO()
+    res.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"])}
+    res.dataset["annotations"] = []
+    with _quiet():
+        res.createIndex()
+    return res
+
+
+def _mean_valid(x: np.ndarray) -> float | None:
+    """Mean of the entries > -1 (pycocotools marks undefined cells with -1), or ``None`` if there are none."""
+    valid = x[x > -1]
+    return float(np.mean(valid)) if valid.size else None
+
+
+def coco_metrics(
+    gt_json: str | Path | Mapping,
+    predictions: Iterable[Mapping[str, Any]] | str | Path,
+    max_det: int = 300,
+    img_ids: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """Score COCO-format box predictions against a ground truth with pycocotools.
+
+    Pure function: no model, no printing; the inputs are not modified.
+
+    Args:
+        gt_json: Ground-truth JSON path or parsed dict (``images``, ``annotations``, ``categories``).
+        predictions: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection, with ground-truth
+            image and category ids, or a path to a JSON list of them.
+        max_det: Largest maxDets: ``params.maxDets = [1, 10, 100, max_det]`` (values above ``max_det`` dropped).
+            AP and the area-range figures use ``max_det``.
+        img_ids: Restrict the evaluation to these ground-truth image ids (default: all images).
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AP_maxDets100", "AR@1", "AR@10", "AR@100",
+        "AR@<max_det>", "ARs", "ARm", "ARl", "max_dets", "n_images", "n_predictions", "n_gt", "per_class"}``
+        (``AP_maxDets100``: AP with COCO's official maxDets=100, ``None`` when ``max_det < 100``). Figures are in
+        [0, 1], ``None`` where pycocotools has nothing to average (no ground truth in that area range: its -1).
+        ``per_class`` is a list of ``{"category_id", "name", "class", "n_gt", "AP", "AP50", "AP75", "AR"}`` in
+        category-id order (``class``: YOLO index; ``AR`` at ``max_det``).
+
+    Raises:
+        ValueError: If a prediction refers to an image id absent from the ground truth.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    if isinstance(predictions, (str, Path)):
+        with open(predictions, encoding="utf-8") as f:
+            predictions = json.load(f)
+    preds = [{**p, "bbox": [float(v) for v in p["bbox"]]} for p in predictions]
+    gt = _load_gt(gt_json)
+    dt = _load_results(gt, preds)
+    max_det = int(max_det)
+    max_dets = sorted({d for d in (1, 10, 100) if d < max_det} | {max_det})
+    ev = COCOeval(gt, dt, "bbox")
+    ev.params.maxDets = max_dets
+    if img_ids is not None:
+        ev.params.imgIds = sorted(set(img_ids))
+    with _quiet():
+        ev.evaluate()
+        ev.accumulate()
+    precision, recall = ev.eval["precision"], ev.eval["recall"]  # [T, R, K, A, M], [T, K, A, M]
+    m = len(max_dets) - 1
+    t50, t75 = (int(np.argmin(np.abs(ev.params.iouThrs - t))) for t in (0.5, 0.75))
+    out: dict[str, Any] = {
+        "AP": _mean_valid(precision[:, :, :, 0, m]),
+        "AP50": _mean_valid(precision[t50, :, :, 0, m]),
+        "AP75": _mean_valid(precision[t75, :, :, 0, m]),
+    }
+    for key, area in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
+        out[key] = _mean_valid(precision[:, :, :, _AREAS[area], m])
+    # COCO's official AP[.50:.95] uses maxDets=100: reported beside it for comparison with published COCO figures.
+    out["AP_maxDets100"] = _mean_valid(precision[:, :, :, 0, max_dets.index(100)]) if 100 in max_dets else None
+    for i, d in enumerate(max_dets):
+        out[f"AR@{d}"] = _mean_valid(recall[:, :, 0, i])
+    for key, area in (("ARs", "small"), ("ARm", "medium"), ("ARl", "large")):
+        out[key] = _mean_valid(recall[:, :, _AREAS[area], m])
+    image_set = set(ev.params.imgIds)
+    gt_anns = [a for a in gt.dataset["annotations"] if a["image_id"] in image_set and not a.get("iscrowd", 0)]
+    out.update(
+        max_dets=max_dets,
+        n_images=len(image_set),
+        n_predictions=sum(p["image_id"] in image_set for p in preds),
+        n_gt=len(gt_anns),
+        per_class=_per_class(ev, gt, gt_anns, t50, t75, m),
+    )
+    return out
+
+
+def _per_class(ev, gt, gt_anns: list[dict], t50: int, t75: int, m: int) -> list[dict[str, Any]]:
+    """Per-category AP/AP50/AP75/AR at the largest maxDets."""
+    precision, recall = ev.eval["precision"], ev.eval["recall"]
+    n_gt: dict[int, int] = {}
+    for a in gt_anns:
+        n_gt[a["category_id"]] = n_gt.get(a["category_id"], 0) + 1
+    rows = []
+    for k, cat_id in enumerate(ev.params.catIds):  # sorted category ids, so k is the YOLO class index
+        cat_id = int(cat_id)  # pycocotools hands back numpy integers
+        rows.append(
+            {
+                "category_id": cat_id,
+                "name": gt.cats[cat_id].get("name", str(cat_id)),
+                "class": k,
+                "n_gt": n_gt.get(cat_id, 0),
+                "AP": _mean_valid(precision[:, :, k, 0, m]),
+                "AP50": _mean_valid(precision[t50, :, k, 0, m]),
+                "AP75": _mean_valid(precision[t75, :, k, 0, m]),
+                "AR": _mean_valid(recall[:, k, 0, m]),
+            }
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ultralytics predictions -> ground-truth ids
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _stem_key(stem: str) -> int | str:
+    """Ultralytics' prediction image id for a file stem: ``int(stem)`` if numeric, else the stem."""
+    return int(stem) if stem.isnumeric() else stem
+
+
+def map_predictions(
+    predictions: Iterable[Mapping[str, Any]], gt: Mapping, class_map: Sequence[int] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Map Ultralytics JSON predictions onto ground-truth image and category ids.
+
+    Args:
+        predictions: Ultralytics' ``predictions.json`` rows (``image_id``, optional ``file_name``, ``category_id``,
+            ``bbox``, ``score``).
+        gt: Parsed ground-truth JSON (``images`` with ``file_name``; ``categories``, the i-th by ascending id being
+            YOLO class ``i``).
+        class_map: The validator's ``class_map`` (YOLO class -> prediction ``category_id``); default
+            ``1..len(categories)``.
+
+    Returns:
+        ``(mapped predictions, counts)`` where counts has ``"mapped"``, ``"unknown_image"`` (no ground-truth image,
+        or several, with that file name or stem) and ``"unknown_class"`` (a class the ground truth has no category
+        for).
+    """
+    by_name: dict[str, Any] = {}
+    by_stem: dict[int | str, Any] = {}
+    ambiguous = object()  # two ground-truth images share this name or stem key: predictions cannot be placed
+    for im in gt["images"]:
+        name = Path(im["file_name"]).name
+        key = _stem_key(Path(name).stem)
+        by_name[name] = ambiguous if name in by_name else im["id"]
+        by_stem[key] = ambiguous if key in by_stem else im["id"]
+    categories = sorted(c["id"] for c in gt["categories"])
+    class_map = list(class_map) if class_map is not None else list(range(1, len(categories) + 1))
+    class_of = {int(c): i for i, c in enumerate(class_map)}
+    mapped, counts = [], {"mapped": 0, "unknown_image": 0, "unknown_class": 0}
+    for p in predictions:
+        image_id = by_name.get(Path(str(p.get("file_name", ""))).name) if p.get("file_name") else None
+        if image_id is None or image_id is ambiguous:
+            raw = p["image_id"]
+            image_id = by_stem.get(raw if isinstance(raw, int) else _stem_key(str(raw)))
+        cls = class_of.get(int(p["category_id"]))
+        if image_id is None or image_id is ambiguous:
+            counts["unknown_image"] += 1
+        elif cls is None or cls >= len(categories):
+            counts["unknown_class"] += 1
+        else:
+            bbox = [float(v) for v in p["bbox"]]
+            mapped.append({"image_id": image_id, "category_id": categories[cls], "bbox": bbox, "score": p["score"]})
+            counts["mapped"] += 1
+    return mapped, counts
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _default_gt(data: str | Path, split: str) -> tuple[Path, dict]:
+    """Resolve the dataset YAML like Ultralytics and return ``(<path>/annotations/instances_<split>.json, data)``."""
+    from ultralytics.data.utils import check_det_dataset
+
+    info = check_det_dataset(str(data), autodownload=False)
+    if not info.get(split):
+        raise ValueError(f"dataset {data} has no '{split}:' split")
+    return Path(info["path"]) / "annotations" / f"instances_{split}.json", info
+
+
+def _validator_class(yolo):
+    """Subclass the model's validator to keep it (for its class_map, jdict, ...) and skip its own COCO pass."""
+    base = yolo.task_map[yolo.task]["validator"]
+
+    class _KeepValidator(base):
+        instance = None
+
+        def finalize_metrics(self, *args, **kwargs):
+            type(self).instance = self
+            return super().finalize_metrics(*args, **kwargs)
+
+        def eval_json(self, stats):  # pycocotools runs afterwards on the prepared ground truth instead
+            return stats
+
+    return _KeepValidator
+
+
+def evaluate(
+    model: Any,
+    data: str | Path,
+    gt_json: str | Path | None = None,
+    max_det: int = 300,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | int | None = None,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    split: str = "val",
+    project: str | Path | None = None,
+    name: str | None = None,
+    out: str | Path | None = None,
+    plots: bool = False,
+    verbose: bool = True,
+    **val_kwargs: Any,
+) -> dict[str, Any]:
+    """Validate a model with Ultralytics and score its predictions with pycocotools.
+
+    Args:
+        model: Weights or model YAML path (anything ``ultralytics.YOLO`` accepts) or a ``YOLO`` object.
+        data: Dataset YAML (the one ``prepare`` wrote in its DST is the simplest).
+        gt_json: Ground-truth JSON; default ``<dataset path>/annotations/instances_<split>.json``.
+        max_det: Detections per image, for Ultralytics and as pycocotools' largest maxDets (1000 for VisDrone).
+            If Ultralytics raises its default 300 to the densest image's object count, that value is used for both.
+        imgsz: Inference size.
+        batch: Batch size.
+        device: Ultralytics device string (``"cpu"``, ``0``, ...); default: Ultralytics' choice.
+        conf: Confidence threshold (keep 0.001 for mAP).
+        iou: NMS IoU threshold.
+        split: Dataset split to evaluate (``"val"`` or ``"test"``).
+        project: Ultralytics run folder parent.
+        name: Ultralytics run folder name.
+        out: Report JSON path; default ``<run folder>/coco_eval.json``.
+        plots: Let Ultralytics draw its plots.
+        verbose: Print Ultralytics' per-class table and the report table.
+        **val_kwargs: Further ``YOLO.val`` arguments (``half``, ``workers``, ``rect``, ...).
+
+    Returns:
+        The report: ``model``, ``data``, ``split``, ``gt_json``, ``max_det`` (used), ``max_det_requested``,
+        ``imgsz``, ``conf``, ``iou``, ``ultralytics`` (``mAP50``, ``mAP50-95``, ``precision``, ``recall``),
+        ``pycocotools`` (see :func:`coco_metrics`), ``predictions`` (mapping counts), ``warnings``, ``run_dir``,
+        ``report`` (its own path).
+
+    Raises:
+        FileNotFoundError: If the dataset or the ground-truth JSON is missing.
+        ValueError: If the split is absent or the task has no boxes to score.
+    """
+    from ultralytics import YOLO
+
+    default_gt, _ = _default_gt(data, split)
+    gt_path = Path(gt_json) if gt_json is not None else default_gt
+    if not gt_path.is_file():
+        raise FileNotFoundError(
+            f"ground-truth JSON not found: {gt_path} (written by 'prepare visdrone|coco SRC DST'; or pass gt=PATH)"
+        )
+    yolo = model if isinstance(model, YOLO) else YOLO(str(model))
+    if yolo.task not in ("detect", "segment", "pose"):
+        raise ValueError(f"cannot score task {yolo.task!r} with box pycocotools (detect, segment or pose only)")
+    validator = _validator_class(yolo)
+    args = dict(data=str(data), split=split, save_json=True, max_det=int(max_det), imgsz=imgsz, batch=batch)
+    args.update(conf=conf, iou=iou, plots=plots, verbose=verbose, **val_kwargs)
+    if device is not None:
+        args["device"] = device
+    if project is not None:
+        args["project"] = str(project)
+    if name is not None:
+        args["name"] = name
+    yolo.val(validator=validator, **args)
+    v = validator.instance
+    report = _report(v, yolo, model, data, split, gt_path, int(max_det), imgsz, conf, iou)
+    path = Path(out) if out is not None else Path(v.save_dir) / "coco_eval.json"
+    report["report"] = str(path)
+    from drconv_yolo.data._io import atomic_write_json
+
+    atomic_write_json(path, report, indent=1)
+    if verbose:
+        print(format_report(report), flush=True)
+    return report
+
+
+def _report(v, yolo, model, data, split, gt_path: Path, max_det: int, imgsz, conf, iou) -> dict[str, Any]:
+    """Map the validator's predictions, run pycocotools and assemble the report."""
+    from drconv_yolo.data._io import atomic_write_json
+
+    with open(gt_path, encoding="utf-8") as f:
+        gt = json.load(f)
+    warnings: list[str] = []
+    used_max_det = int(v.args.max_det)
+    if used_max_det != max_det:
+        warnings.append(f"Ultralytics raised max_det from {max_det} to {used_max_det}; pycocotools uses it too")
+    preds, counts = map_predictions(v.jdict, gt, v.class_map)
+    for key, what in (("unknown_image", "images absent from the ground truth"), ("unknown_class", "unknown classes")):
+        if counts[key]:
+            warnings.append(f"{counts[key]} prediction(s) on {what} were left out")
+    gt_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    model_names = [v.names[i] for i in sorted(v.names)] if isinstance(v.names, dict) else list(v.names)
+    if model_names[: len(gt_names)] != gt_names:
+        warnings.append(f"model class names {model_names[:5]}... differ from ground-truth categories {gt_names[:5]}...")
+    by_name = {Path(im["file_name"]).name: im["id"] for im in gt["images"]}
+    evaluated = [by_name.get(Path(f).name) for f in v.dataloader.dataset.im_files]
+    if None in evaluated:
+        warnings.append(f"{evaluated.count(None)} evaluated image(s) are not in the ground truth")
+    img_ids = [i for i in evaluated if i is not None]
+    if len(set(img_ids)) < len(gt["images"]):
+        warnings.append(f"{len(gt['images']) - len(set(img_ids))} ground-truth image(s) were not evaluated")
+    metrics = v.metrics.results_dict
+    atomic_write_json(Path(v.save_dir) / "predictions_gt_ids.json", preds)
+    return {
+        "model": str(getattr(yolo, "ckpt_path", None) or model),
+        "data": str(data),
+        "split": split,
+        "gt_json": str(gt_path),
+        "max_det": used_max_det,
+        "max_det_requested": max_det,
+        "imgsz": imgsz,
+        "conf": conf,
+        "iou": iou,
+        "ultralytics": {
+            "mAP50": float(metrics.get("metrics/mAP50(B)", float("nan"))),
+            "mAP50-95": float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
+            "precision": float(metrics.get("metrics/precision(B)", float("nan"))),
+            "recall": float(metrics.get("metrics/recall(B)", float("nan"))),
+        },
+        "pycocotools": coco_metrics(gt, preds, used_max_det, img_ids),
+        "predictions": counts,
+        "warnings": warnings,
+        "run_dir": str(v.save_dir),
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "    -" if x is None else f"{x:.4f}"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """Render an :func:`evaluate` report (or ``{"pycocotools": coco_metrics(...)}``) as a text table."""
+    c = report["pycocotools"]
+    md = c["max_dets"][-1]
+    lines = []
+    if "gt_json" in report:
+        lines.append(f"pycocotools bbox evaluation against {report['gt_json']}")
+    lines.append(
+        f"  {c['n_images']} images, {c['n_gt']} ground-truth boxes, {c['n_predictions']} predictions, "
+        f"maxDets {'/'.join(str(d) for d in c['max_dets'])} (AP and area figures at {md})"
+    )
+    keys = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    lines += ["  " + "".join(f"{k:>8}" for k in keys), "  " + "".join(f"{_fmt(c[k]):>8}" for k in keys)]
+    keys = [f"AR@{d}" for d in c["max_dets"]] + ["ARs", "ARm", "ARl"]
+    lines += ["  " + "".join(f"{k:>8}" for k in keys), "  " + "".join(f"{_fmt(c[k]):>8}" for k in keys)]
+    if md != 100 and c.get("AP_maxDets100") is not None:
+        lines.append(f"  AP with COCO's official maxDets=100: {_fmt(c['AP_maxDets100'])}")
+    if "ultralytics" in report:
+        u = report["ultralytics"]
+        lines.append(
+            f"Ultralytics (max_det {report['max_det']}): mAP50 {u['mAP50']:.4f}  mAP50-95 {u['mAP50-95']:.4f}  "
+            f"P {u['precision']:.4f}  R {u['recall']:.4f}"
+        )
+    width = max([len(r["name"]) for r in c["per_class"]] + [5])
+    rows = [r for r in c["per_class"] if r["n_gt"] or r["AP"] is not None]
+    hidden = len(c["per_class"]) - len(rows)
+    lines.append("per class (pycocotools)" + (f", {hidden} classes without ground truth not shown:" if hidden else ":"))
+    head = f"  {'cls':>4} {'name':<{width}} {'n_gt':>7}" + "".join(f"{k:>8}" for k in ("AP", "AP50", "AP75", "AR"))
+    lines.append(head)
+    for r in rows:
+        vals = "".join(f"{_fmt(r[k]):>8}" for k in ("AP", "AP50", "AP75", "AR"))
+        lines.append(f"  {r['class']:>4} {r['name']:<{width}} {r['n_gt']:>7}{vals}")
+    for w in report.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if report.get("report"):
+        lines.append(f"report: {report['report']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Append ``(default: X)`` to option help unless the help already states a default or X is None/False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``eval`` parser (keys are given as ``key=value`` or ``--key value``)."""
+    p = argparse.ArgumentParser(
+        prog="eval",
+        usage="eval model=WEIGHTS data=DATA.yaml [key=value ...]   (or --key value; keys below)",
+        description=(
+            "Validate a YOLO model with Ultralytics (its mAP50, mAP50-95) and score the same predictions with "
+            "pycocotools against the ground truth written by 'prepare' (AP, AP50, AP75, APs/m/l, AR@1/10/100/"
+            "max_det, per-class AP). Arguments are Ultralytics-style key=value (or --key value)."
+        ),
+        epilog=(
+            "example: eval model=runs/detect/train/weights/best.pt data=datasets/VisDrone/VisDrone.yaml max_det=1000"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="weights (.pt) or model YAML, as for 'yolo val model=...'")
+    p.add_argument("--data", required=True, help="dataset YAML (DST/<name>.yaml written by prepare)")
+    p.add_argument(
+        "--gt", default=None, help="ground-truth JSON (default: <dataset path>/annotations/instances_<split>.json)"
+    )
+    p.add_argument("--split", default="val", help="split to evaluate: val or test")
+    p.add_argument("--max_det", type=int, default=300, help="detections per image (use 1000 on VisDrone)")
+    p.add_argument("--imgsz", type=int, default=640, help="inference image size")
+    p.add_argument("--batch", type=int, default=16, help="batch size")
+    p.add_argument("--device", default=None, help="device: cpu, 0, 0,1, mps (default: Ultralytics' choice)")
+    p.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    p.add_argument("--workers", type=int, default=None, help="dataloader workers (default: Ultralytics')")
+    p.add_argument("--half", type=_bool, metavar="BOOL", default=False, help="FP16 inference (GPU)")
+    p.add_argument("--project", default=None, help="run folder parent (default: Ultralytics' runs/detect)")
+    p.add_argument("--name", default=None, help="run folder name (default: Ultralytics' val, val2, ...)")
+    p.add_argument("--out", default=None, help="report JSON (default: <run folder>/coco_eval.json)")
+    p.add_argument("--plots", type=_bool, metavar="BOOL", default=False, help="let Ultralytics draw its plots")
+    p.add_argument(
+        "--verbose", type=_bool, metavar="BOOL", default=True, help="print Ultralytics' per-class table and the report"
+    )
+    return p
+
+
+def _to_options(argv: Sequence[str]) -> list[str]:
+    """Turn ``key=value`` tokens into ``--key value`` (``max-det`` and ``max_det`` both accepted)."""
+    out = []
+    for tok in argv:
+        if not tok.startswith("-") and "=" in tok:
+            key, value = tok.split("=", 1)
+            out += [f"--{key.replace('-', '_')}", value]
+        elif tok.startswith("--") and "-" in tok[2:].split("=", 1)[0]:
+            key, eq, value = tok[2:].partition("=")
+            out.append("--" + key.replace("-", "_") + eq + value)
+        else:
+            out.append(tok)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``eval model=... data=... [max_det=300 gt=... imgsz=... device=... batch=... out=...]``.
+
+    Args:
+        argv: Arguments without the program name (a leading ``"eval"`` is ignored); default ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 1 when evaluation fails (error printed to stderr), 2 for a usage error.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        argv = argv[1:]
+    try:
+        a = build_parser().parse_args(_to_options(argv))
+    except SystemExit as e:  # --help or a usage error, already printed by argparse
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    extra: dict[str, Any] = {"half": True} if a.half else {}
+    if a.workers is not None:
+        extra["workers"] = a.workers
+    try:
+        evaluate(
+            a.model, a.data, a.gt, a.max_det, a.imgsz, a.batch, a.device, a.conf, a.iou, a.split, a.project, a.name,
+            a.out, a.plots, a.verbose, **extra,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"eval: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
