@@ -75,7 +75,7 @@ class OfficialFilterGenerator(nn.Module):
         coef = self.coefficients(x)  # (B, m, n)
         bases = self.bases.permute(0, 2, 3, 1).reshape(n, c2 * k * k * c1)  # free if stored channels-last
         w = torch.matmul(coef.to(bases.dtype), bases)  # (B, m, c2*k*k*c1)
-        return w.view(x.shape[0], self.regions, c2, k, k, c1).permute(0, 1, 2, 5, 3, 4)
+        return w.view(-1, self.regions, c2, k, k, c1).permute(0, 1, 2, 5, 3, 4)  # -1: batch-size free export
 
     @torch.no_grad()
     def scale_out_(self, s: torch.Tensor) -> None:
@@ -121,7 +121,7 @@ class PaperFilterGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return filters (B, m, c2, c1, k, k)."""
         w = self.expand(self.act(self.reduce(self.pool(x))))  # (B, m*c2*c1, k, k)
-        return w.view(x.shape[0], self.regions, self.c2, self.c1, self.k, self.k)
+        return w.view(-1, self.regions, self.c2, self.c1, self.k, self.k)
 
     @torch.no_grad()
     def scale_out_(self, s: torch.Tensor) -> None:

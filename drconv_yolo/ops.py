@@ -199,7 +199,9 @@ class _RegionConvFast(torch.autograd.Function):
         taps = _tap_index(x.shape[2:], (kh, kw), stride, padding, dilation, out_hw, x.device)  # (L, kh*kw)
         w = _nhwc_weight(weight)  # (B, m, C_out, K)
         regions = argmax_regions(guide)  # (B, Ho, Wo)
-        out = x.new_empty(B, L, C_out)
+        # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
+        out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
         out_sorted = x.new_empty(L, C_out)
         for b in range(B):
             order, counts = _region_order(regions[b], m)
@@ -212,11 +214,10 @@ class _RegionConvFast(torch.autograd.Function):
                     else:
                         torch.addmm(bias, rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
                 start += n
-            out[b].index_copy_(0, order, out_sorted)
+            out_rows[b].index_copy_(0, order, out_sorted)
         ctx.save_for_backward(x, weight, guide, regions)
         ctx.conf = (stride, padding, dilation, out_hw)
-        # channels-last memory: (B, Ho, Wo, C_out) seen as (B, C_out, Ho, Wo), no copy
-        return out.view(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -283,12 +284,13 @@ def _onnx(x, weight, guide, stride, padding, dilation):
     Ho, Wo = guide.shape[2:]
     cols = F.unfold(x, (kh, kw), dilation, padding, stride)  # (B, C_in*kh*kw, Ho*Wo)
     responses = torch.matmul(weight.flatten(3).flatten(1, 2), cols)  # (B, m*C_out, Ho*Wo)
-    responses = responses.unflatten(1, (m, C_out))  # (B, m, C_out, Ho*Wo)
+    # reshape with the traced batch size, never unflatten: its ONNX symbolic bakes the traced batch into the graph
+    responses = responses.reshape(responses.shape[0], m, C_out, -1)  # (B, m, C_out, Ho*Wo)
     region = guide.flatten(2).argmax(1, keepdim=True)  # (B, 1, Ho*Wo), ties as torch.argmax
     regions = torch.arange(m, device=x.device).view(1, m, 1)
     mask = (region == regions).to(responses.dtype).unsqueeze(2)  # (B, m, 1, Ho*Wo)
     out = (responses * mask).sum(1)  # (B, C_out, Ho*Wo)
-    return out.unflatten(2, (Ho, Wo))
+    return out.reshape(out.shape[0], C_out, Ho, Wo)
 
 
 def _tracing() -> bool:

@@ -212,3 +212,14 @@ def bad(**over):
 def test_bad_input_raises_clear_error(over, message):
     with pytest.raises(ValueError, match=message):
         bad(**over)()
+
+
+def test_fast_output_can_be_modified_in_place_like_a_conv_output():
+    # a fused DRConv feeds its output straight into SiLU(inplace=True)
+    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32)
+    w.requires_grad_(True)
+    y = region_aware_conv2d(x, w, guide, *conf, impl="fast")
+    expected = torch.nn.functional.silu(y.detach())
+    torch.nn.functional.silu(y, inplace=True).sum().backward()
+    torch.testing.assert_close(y.detach(), expected)
+    assert w.grad is not None and torch.isfinite(w.grad).all()
