@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .ops import region_aware_conv2d
+from .ops import region_aware_conv2d, region_aware_conv2d_mixed
 
 __all__ = ["DRConv", "DRConv2d", "RegionAwareConv", "OfficialFilterGenerator", "PaperFilterGenerator", "GENERATORS"]
 
@@ -67,6 +67,10 @@ class OfficialFilterGenerator(nn.Module):
         """Mixing coefficients (B, m, n) in (0, 2/n)."""
         z = self.fc(self.pool(x).flatten(1))  # (B, m*n)
         return (2.0 / self.n) * torch.sigmoid(z).view(-1, self.regions, self.n)
+
+    def bases_5d(self) -> torch.Tensor:
+        """The base kernels as (n, c2, c1, k, k) (a view)."""
+        return self.bases.view(self.n, self.c2, *self.bases.shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return filters (B, m, c2, c1, k, k), stored with c1 innermost (the fast op reads them without a copy)."""
@@ -154,9 +158,16 @@ class RegionAwareConv(nn.Module):
         super().__init__()
         self.stride, self.padding, self.dilation, self.impl = stride, padding, dilation, impl
 
-    def forward(self, x, weight, guide, bias=None):
-        """x (B, c1, H, W), weight (B, m, c2, c1, k, k), guide (B, m, Ho, Wo), bias (c2,) -> (B, c2, Ho, Wo)."""
-        return region_aware_conv2d(x, weight, guide, self.stride, self.padding, self.dilation, bias, self.impl)
+    def forward(self, x, weight, guide, bias=None, coef=None, bases=None):
+        """x (B, c1, H, W), guide (B, m, Ho, Wo), bias (c2,) -> (B, c2, Ho, Wo).
+
+        Filters are either ``weight`` (B, m, c2, c1, k, k) or, with ``weight=None``, the mix ``coef`` (B, m, n) of
+        ``bases`` (n, c2, c1, k, k).
+        """
+        conf = (self.stride, self.padding, self.dilation, bias, self.impl)
+        if weight is None:
+            return region_aware_conv2d_mixed(x, coef, bases, guide, *conf)
+        return region_aware_conv2d(x, weight, guide, *conf)
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, impl={self.impl!r}"
@@ -219,7 +230,10 @@ class DRConv2d(nn.Module):
             raise ValueError(f"DRConv2d: expected input (B, {self.c1}, H, W), got shape {tuple(x.shape)}")
         if x.device.type == "cpu":  # one layout change, shared by the guide conv (faster) and the op's gather
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.op(x, self.generator(x), self.guide(x), self.bias)
+        gen = self.generator
+        if isinstance(gen, OfficialFilterGenerator):  # let the op mix the filters: they are never materialised
+            return self.op(x, None, self.guide(x), self.bias, gen.coefficients(x), gen.bases_5d())
+        return self.op(x, gen(x), self.guide(x), self.bias)
 
     def regions_map(self, x: torch.Tensor) -> torch.Tensor:
         """The guided mask: region index (B, Ho, Wo) chosen at each output pixel."""

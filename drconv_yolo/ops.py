@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["region_aware_conv2d", "IMPLEMENTATIONS", "output_size"]
+__all__ = ["region_aware_conv2d", "region_aware_conv2d_mixed", "IMPLEMENTATIONS", "output_size"]
 
 IntOrPair = Union[int, Sequence[int]]
 IMPLEMENTATIONS = ("auto", "fast", "reference", "onnx")
@@ -186,93 +186,164 @@ def _nhwc_weight(weight):
     return weight.permute(0, 1, 2, 4, 5, 3).flatten(3).contiguous()
 
 
+class _Filters:
+    """Per-sample filters for the fast path, (m, C_out, K) with K ordered (kh, kw, C_in), and their gradients.
+
+    Either explicit filters ``weight`` (B, m, C_out, C_in, k, k), or the official generator's factorisation
+    ``weight[b, j] = sum_n coef[b, j, n] * bases[n]`` with coef (B, m, n) and bases (n, C_out, C_in, k, k), mixed one
+    sample at a time into a reused buffer so the (B, m, C_out, C_in, k, k) tensor (and its gradient) never exists.
+    """
+
+    def __init__(self, weight, coef, bases):
+        self.mixed = weight is None
+        if self.mixed:
+            n, self.C_out, C_in, kh, kw = bases.shape
+            self.coef = coef  # (B, m, n)
+            self.bases = bases.permute(0, 1, 3, 4, 2).reshape(n, -1)  # (n, C_out*K), free if stored channels-last
+            self.buffer = coef.new_empty(coef.shape[1], self.bases.shape[1])  # (m, C_out*K)
+        else:
+            self.C_out = weight.shape[2]
+            self.w = _nhwc_weight(weight)  # (B, m, C_out, K)
+
+    def __call__(self, b):
+        """Filters of sample b: (m, C_out, K)."""
+        if not self.mixed:
+            return self.w[b]
+        torch.mm(self.coef[b], self.bases, out=self.buffer)
+        return self.buffer.view(self.buffer.shape[0], self.C_out, -1)
+
+    def grad_buffers(self, need):
+        """Allocate the gradient outputs; returns a function giving sample b's (m, C_out, K) gradient buffer."""
+        if not need:
+            return None
+        if self.mixed:
+            self.grad_coef = torch.empty_like(self.coef)  # (B, m, n)
+            self.grad_bases = torch.zeros_like(self.bases)  # (n, C_out*K)
+            self.grad_buffer = torch.empty_like(self.buffer).view(self.buffer.shape[0], self.C_out, -1)
+            return lambda b: self.grad_buffer
+        self.grad_w = torch.empty_like(self.w)  # (B, m, C_out, K)
+        return lambda b: self.grad_w[b]
+
+    def reduce_grad(self, b):
+        """Fold sample b's filter gradient into the coefficient and basis gradients (mixed filters only)."""
+        if self.mixed:
+            gw = self.grad_buffer.view(self.grad_buffer.shape[0], -1)  # (m, C_out*K)
+            torch.mm(gw, self.bases.t(), out=self.grad_coef[b])
+            self.grad_bases.addmm_(self.coef[b].t(), gw)
+
+    def grads(self, weight_shape, bases_shape):
+        """(grad_weight, grad_coef, grad_bases) in the caller's layouts."""
+        if self.mixed:
+            n, C_out, C_in, kh, kw = bases_shape
+            grad_bases = self.grad_bases.view(n, C_out, kh, kw, C_in).permute(0, 1, 4, 2, 3)
+            return None, self.grad_coef, grad_bases
+        B, m, C_out, C_in, kh, kw = weight_shape
+        return self.grad_w.view(B, m, C_out, kh, kw, C_in).permute(0, 1, 2, 5, 3, 4), None, None
+
+
 class _RegionConvFast(torch.autograd.Function):
     """One filter per output pixel: each sample's patches are gathered in region order (one gather of C-long pixel
     rows) and every region's rows are multiplied by that region's filter only."""
 
     @staticmethod
-    def forward(ctx, x, weight, guide, bias, stride, padding, dilation, out_hw):
-        B, m, C_out, C_in, kh, kw = weight.shape
-        Ho, Wo = out_hw
-        L, K = Ho * Wo, kh * kw * C_in
+    def forward(ctx, x, weight, coef, bases, guide, bias, stride, padding, dilation, out_hw):
+        filters = _Filters(weight, coef, bases)
+        B, m = guide.shape[:2]
+        C_out, (Ho, Wo) = filters.C_out, out_hw
+        L = Ho * Wo
         pixels = _pixel_rows(x)  # (B, H*W + 1, C_in)
-        taps = _tap_index(x.shape[2:], (kh, kw), stride, padding, dilation, out_hw, x.device)  # (L, kh*kw)
-        w = _nhwc_weight(weight)  # (B, m, C_out, K)
+        taps = _tap_index(x.shape[2:], _kernel(weight, bases), stride, padding, dilation, out_hw, x.device)
         regions = argmax_regions(guide)  # (B, Ho, Wo)
         # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
         out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
         out_sorted = x.new_empty(L, C_out)
         for b in range(B):
+            w = filters(b)  # (m, C_out, K)
             order, counts = _region_order(regions[b], m)
-            rows = pixels[b].index_select(0, taps.index_select(0, order).flatten()).view(L, K)  # (L, K) by region
+            rows = pixels[b].index_select(0, taps.index_select(0, order).flatten()).view(L, -1)  # (L, K) by region
             start = 0
             for j, n in enumerate(counts):
                 if n:
+                    sl = slice(start, start + n)
                     if bias is None:
-                        torch.mm(rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
+                        torch.mm(rows[sl], w[j].t(), out=out_sorted[sl])
                     else:
-                        torch.addmm(bias, rows[start : start + n], w[b, j].t(), out=out_sorted[start : start + n])
+                        torch.addmm(bias, rows[sl], w[j].t(), out=out_sorted[sl])
                 start += n
             out_rows[b].index_copy_(0, order, out_sorted)
-        ctx.save_for_backward(x, weight, guide, regions)
+        ctx.save_for_backward(x, weight, coef, bases, guide, regions)
         ctx.conf = (stride, padding, dilation, out_hw)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, weight, guide, regions = ctx.saved_tensors
+        x, weight, coef, bases, guide, regions = ctx.saved_tensors
         stride, padding, dilation, (Ho, Wo) = ctx.conf
-        B, m, C_out, C_in, kh, kw = weight.shape
-        H, W = x.shape[2:]
-        L, K = Ho * Wo, kh * kw * C_in
-        need_x, need_w, need_g, need_b = ctx.needs_input_grad[:4]
+        need_x, need_w, need_coef, need_bases, need_g, need_bias = ctx.needs_input_grad[:6]
+        filters = _Filters(weight, coef, bases)
+        (B, m), C_out, (H, W) = guide.shape[:2], filters.C_out, x.shape[2:]
+        L, C_in = Ho * Wo, x.shape[1]
+        kernel = _kernel(weight, bases)
         pixels = _pixel_rows(x)  # (B, H*W + 1, C_in), recomputed: nothing m-times was kept from forward
-        taps = _tap_index((H, W), (kh, kw), stride, padding, dilation, (Ho, Wo), x.device)  # (L, kh*kw)
-        w = _nhwc_weight(weight)  # (B, m, C_out, K)
+        taps = _tap_index((H, W), kernel, stride, padding, dilation, (Ho, Wo), x.device)  # (L, kh*kw)
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
-        grad_w = torch.empty_like(w) if need_w else None  # (B, m, C_out, K)
+        grad_filters = filters.grad_buffers(need_w or need_coef or need_bases)
         grad_pixels = torch.zeros_like(pixels) if need_x else None  # (B, H*W + 1, C_in)
         g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
-        grad_rows = x.new_empty(L, K) if need_x else None
+        grad_rows = None
         for b in range(B):
+            w = filters(b)  # (m, C_out, K)
             order, counts = _region_order(regions[b], m)
             index = taps.index_select(0, order).flatten()  # (L*kh*kw,)
-            rows = pixels[b].index_select(0, index).view(L, K)  # (L, K) by region
+            rows = pixels[b].index_select(0, index).view(L, -1)  # (L, K) by region
             go_sorted = go[b].index_select(0, order)  # (L, C_out)
             if need_g:
                 # g_j(p) for every region j, one sample at a time: the only m-times term, never kept
-                resp = torch.mm(rows, w[b].flatten(0, 1).t()).view(L, m, C_out)  # (L, m, C_out)
+                resp = torch.mm(rows, w.flatten(0, 1).t()).view(L, m, C_out)  # (L, m, C_out)
                 g[b].index_copy_(0, order, resp.mul_(go_sorted.unsqueeze(1)).sum(2))
                 del resp
+            gw = grad_filters(b) if grad_filters else None  # (m, C_out, K)
+            if need_x and grad_rows is None:
+                grad_rows = torch.empty_like(rows)
             start = 0
             for j, n in enumerate(counts):
-                if need_w and not n:
-                    grad_w[b, j].zero_()  # an empty region gets no gradient
+                if gw is not None and not n:
+                    gw[j].zero_()  # an empty region gets no gradient
                 if n:
                     sl = slice(start, start + n)
-                    if need_w:
-                        torch.mm(go_sorted[sl].t(), rows[sl], out=grad_w[b, j])
+                    if gw is not None:
+                        torch.mm(go_sorted[sl].t(), rows[sl], out=gw[j])
                     if need_x:
-                        torch.mm(go_sorted[sl], w[b, j], out=grad_rows[sl])
+                        torch.mm(go_sorted[sl], w[j], out=grad_rows[sl])
                 start += n
+            if gw is not None:
+                filters.reduce_grad(b)
             if need_x:
-                grad_pixels[b].index_put_((index,), grad_rows.view(L * kh * kw, C_in), accumulate=True)
-        grad_x = grad_weight = grad_guide = grad_bias = None
-        if need_b:
+                grad_pixels[b].index_put_((index,), grad_rows.view(-1, C_in), accumulate=True)
+        grad_x = grad_guide = grad_bias = None
+        grad_weight, grad_coef, grad_bases = (
+            filters.grads(None if weight is None else weight.shape, None if bases is None else bases.shape)
+            if grad_filters
+            else (None, None, None)
+        )
+        if need_bias:
             grad_bias = go.sum((0, 1))
         if need_x:  # drop the zero row; channels-last memory
             grad_x = grad_pixels[:, : H * W].view(B, H, W, C_in).permute(0, 3, 1, 2)
-        if need_w:
-            grad_weight = grad_w.view(B, m, C_out, kh, kw, C_in).permute(0, 1, 2, 5, 3, 4)
         if need_g:
             grad_guide = _guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
-        return grad_x, grad_weight, grad_guide, grad_bias, None, None, None, None
+        return grad_x, grad_weight, grad_coef, grad_bases, grad_guide, grad_bias, None, None, None, None
+
+
+def _kernel(weight, bases):
+    """(kh, kw) from whichever filter description is given."""
+    return tuple((weight if bases is None else bases).shape[-2:])
 
 
 def _fast(x, weight, guide, bias, stride, padding, dilation, out_hw):
-    return _RegionConvFast.apply(x, weight, guide, bias, stride, padding, dilation, out_hw)
+    return _RegionConvFast.apply(x, weight, None, None, guide, bias, stride, padding, dilation, out_hw)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,8 +402,8 @@ def region_aware_conv2d(
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"region_aware_conv2d: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     stride, padding, dilation, out_hw = _check_args(input, weight, guide, stride, padding, dilation)
-    if bias is not None and out_hw is not None and tuple(bias.shape) != (weight.shape[2],):
-        raise ValueError(f"region_aware_conv2d: bias must have shape ({weight.shape[2]},), got {tuple(bias.shape)}")
+    if out_hw is not None:
+        _check_bias(bias, weight.shape[2])
     if _tracing():  # the only path that traces to standard ops, whatever was asked for
         impl = "onnx"
     elif impl == "auto":
@@ -348,6 +419,56 @@ def region_aware_conv2d(
                 return _fast(input, weight, guide, bias, stride, padding, dilation, out_hw)
             out = _reference(input, weight, guide, stride, padding, dilation)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def region_aware_conv2d_mixed(
+    input: torch.Tensor,
+    coef: torch.Tensor,
+    bases: torch.Tensor,
+    guide: torch.Tensor,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    bias: Optional[torch.Tensor] = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """``region_aware_conv2d`` with filters ``weight[b, j] = sum_n coef[b, j, n] * bases[n]`` (the official generator).
+
+    The fast path mixes each sample's filters into a reused buffer, so neither the (B, m, C_out, C_in, k, k) filters
+    nor their gradient is ever materialised; the other paths materialise them and call ``region_aware_conv2d``.
+
+    Args:
+        input (torch.Tensor): Input feature map, shape (B, C_in, H, W).
+        coef (torch.Tensor): Mixing coefficients, shape (B, m, n).
+        bases (torch.Tensor): Shared base kernels, shape (n, C_out, C_in, k, k).
+        guide, stride, padding, dilation, bias, impl: As ``region_aware_conv2d``.
+
+    Returns:
+        (torch.Tensor): Output, shape (B, C_out, H_out, W_out).
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"region_aware_conv2d: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if _tracing() or impl in ("reference", "onnx"):
+        weight = torch.matmul(coef, bases.flatten(1)).view(-1, coef.shape[1], *bases.shape[1:])
+        return region_aware_conv2d(input, weight, guide, stride, padding, dilation, bias, impl)
+    if coef.dim() != 3 or bases.dim() != 5 or coef.shape[2] != bases.shape[0]:
+        raise ValueError(
+            f"region_aware_conv2d: coef must be (B, m, n) and bases (n, C_out, C_in, k, k), got {tuple(coef.shape)} "
+            f"and {tuple(bases.shape)}"
+        )
+    weight_shape = torch.empty((coef.shape[0], coef.shape[1], *bases.shape[1:]), device="meta")
+    stride, padding, dilation, out_hw = _check_args(input, weight_shape, guide, stride, padding, dilation)
+    _check_bias(bias, bases.shape[1])
+    dtype = _compute_dtype(input)
+    input, coef, bases = input.to(dtype), coef.to(dtype), bases.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    with torch.autocast(input.device.type, enabled=False):
+        return _RegionConvFast.apply(input, None, coef, bases, guide, bias, stride, padding, dilation, out_hw)
+
+
+def _check_bias(bias, C_out):
+    if bias is not None and tuple(bias.shape) != (C_out,):
+        raise ValueError(f"region_aware_conv2d: bias must have shape ({C_out},), got {tuple(bias.shape)}")
 
 
 def _compute_dtype(input: torch.Tensor) -> torch.dtype:

@@ -259,9 +259,15 @@ def start_drconv_from_pretrained(model, weights, verbose: bool = True) -> List[s
 
 
 def count_region_aware_conv(module, inputs, output) -> None:
-    """thop rule for ``RegionAwareConv``: one c1*k*k filter per output element, the selected region's."""
+    """thop rule for ``RegionAwareConv``: one c1*k*k filter per output element (the selected region's), plus the
+    filter mixing when the op mixes the official generator's bases itself."""
     x, weight = inputs[0], inputs[1]
-    module.total_ops += int(output.numel() * x.shape[1] * weight.shape[-2] * weight.shape[-1])
+    coef, bases = (inputs[4], inputs[5]) if len(inputs) > 5 else (None, None)
+    kernel = (weight if weight is not None else bases).shape[-2:]
+    macs = output.numel() * x.shape[1] * kernel[0] * kernel[1]
+    if weight is None:
+        macs += coef.numel() * bases[0].numel()
+    module.total_ops += int(macs)
 
 
 def _safe_classes():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drconv_yolo.ops import argmax_regions, output_size, region_aware_conv2d
+from drconv_yolo.ops import argmax_regions, output_size, region_aware_conv2d, region_aware_conv2d_mixed
 
 # (B, C_in, C_out, H, W, k, stride, padding, dilation, m)
 SHAPES = [
@@ -68,6 +68,37 @@ def test_fast_matches_reference_float64_output_and_all_grads(shape):
     ref, fast = run("reference", x, w, guide, go, conf, bias), run("fast", x, w, guide, go, conf, bias)
     for name, a, b in zip(("output", "d_input", "d_weight", "d_guide", "d_bias"), fast, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_mixed_fast_matches_materialised_reference_float64_all_grads(shape):
+    # the official generator's filters, weight[b, j] = sum_n coef[b, j, n] * bases[n], mixed inside the fast op
+    x, w, guide, go, conf = make_inputs(shape)
+    B, m, C_out, C_in, k, _ = w.shape
+    g = torch.Generator().manual_seed(1)
+    coef = torch.rand(B, m, 3, generator=g, dtype=torch.float64)
+    bases = torch.randn(3, C_out, C_in, k, k, generator=g, dtype=torch.float64) / (C_in * k * k) ** 0.5
+    bias = torch.randn(C_out, generator=g, dtype=torch.float64)
+
+    def grads(impl):
+        leaves = [t.clone().requires_grad_(True) for t in (x, coef, bases, guide, bias)]
+        xx, cc, bb, gg, bi = leaves
+        if impl == "mixed":
+            y = region_aware_conv2d_mixed(xx, cc, bb, gg, *conf, bias=bi, impl="fast")
+        else:
+            weight = torch.einsum("bjn,nocuv->bjocuv", cc, bb)
+            y = region_aware_conv2d(xx, weight, gg, *conf, bias=bi, impl="reference")
+        return (y, *torch.autograd.grad(y, leaves, go))
+
+    names = ("output", "d_input", "d_coef", "d_bases", "d_guide", "d_bias")
+    for name, a, b in zip(names, grads("mixed"), grads("reference")):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda msg, n=name: f"{n}: {msg}")
+
+
+def test_mixed_rejects_mismatched_coef_and_bases():
+    x, guide = torch.randn(1, 3, 8, 8), torch.randn(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"coef must be \(B, m, n\) and bases \(n, C_out, C_in, k, k\)"):
+        region_aware_conv2d_mixed(x, torch.rand(1, 4, 3), torch.randn(2, 5, 3, 3, 3), guide, padding=1)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:4], ids=IDS[:4])

@@ -1,0 +1,38 @@
+# drconv-yolo developer commands. Every target installs what it needs first.
+PY ?= python3
+# the oldest Ultralytics release we support (pyproject: ultralytics>=8.3.253,<8.5); `make test` also smoke-tests it
+OLDEST_ULTRALYTICS ?= 8.3.253
+OLDEST_VENV ?= .venv-oldest
+
+.PHONY: install test test-newest test-oldest demo bench lint
+
+install:  ## the package (editable, with its start-up hook) and the dev tools
+	$(PY) -m pip install -q -e ".[dev]"
+
+test: install  ## the whole suite on the installed Ultralytics, then a smoke subset on the oldest supported one
+	$(MAKE) test-newest
+	$(MAKE) test-oldest
+
+test-newest:
+	$(PY) -m pytest -q
+
+# A virtualenv that reuses this interpreter's packages (torch, ...) through a path file, with the oldest supported
+# Ultralytics installed over them and this repo installed as a wheel (start-up hook included).
+test-oldest:
+	test -x $(OLDEST_VENV)/bin/python || $(PY) -m venv $(OLDEST_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$($(OLDEST_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_system_site.pth"
+	$(OLDEST_VENV)/bin/python -m pip install -q --no-deps "ultralytics==$(OLDEST_ULTRALYTICS)"
+	$(OLDEST_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+	$(OLDEST_VENV)/bin/python -c "import ultralytics; assert ultralytics.__version__ == '$(OLDEST_ULTRALYTICS)', ultralytics.__version__"
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_modules.py tests/test_plugin.py \
+		tests/test_e2e.py -k "not wheel"
+
+demo: install  ## the main job on the built-in default: synthetic data, YOLOv8n vs YOLOv8n-DRConv
+	drconv-yolo demo
+
+bench: install  ## the layer benchmark (table + bench_results/drconv_layer.json)
+	drconv-yolo bench
+
+lint: install
+	ruff check drconv_yolo tests scripts
