@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "bench": "drconv_yolo.bench",
     "demo": "drconv_yolo.compare",
 }
+NEEDS_ULTRALYTICS = ("compare", "eval", "regions", "demo")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -35,6 +36,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(__doc__)
         return 0
     if argv and argv[0] in SUBCOMMANDS:
+        if argv[0] in NEEDS_ULTRALYTICS:  # works with the start-up hook turned off too
+            from .plugin import register
+
+            register()
         module = importlib.import_module(SUBCOMMANDS[argv[0]])
         entry = getattr(module, "demo_main" if argv[0] == "demo" else "main")
         return int(entry(argv[1:]) or 0)

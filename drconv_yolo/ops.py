@@ -265,12 +265,10 @@ class _RegionConvFast(torch.autograd.Function):
             start = 0
             for j, n in enumerate(counts):
                 if n:
-                    sl = slice(start, start + n)
-                    if bias is None:
-                        torch.mm(rows[sl], w[j].t(), out=out_sorted[sl])
-                    else:
-                        torch.addmm(bias, rows[sl], w[j].t(), out=out_sorted[sl])
+                    torch.mm(rows[start : start + n], w[j].t(), out=out_sorted[start : start + n])
                 start += n
+            if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
+                out_sorted.add_(bias)
             out_rows[b].index_copy_(0, order, out_sorted)
         ctx.save_for_backward(x, weight, coef, bases, guide, regions)
         ctx.conf = (stride, padding, dilation, out_hw)

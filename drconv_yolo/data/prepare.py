@@ -141,7 +141,23 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         add_arguments=_coco_arguments,
         run=_run_coco,
     ),
+    "synthetic": Subcommand(
+        help="the built-in synthetic drone-like set (generated offline from a seed)",
+        description=(
+            "Generate the built-in detection set: small objects of several classes on backgrounds made of a few "
+            "distinct regions, deterministic from --seed; YOLO labels, a dataset YAML and COCO ground truth. A "
+            "folder generated with the same options is reused; building happens in a temporary folder."
+        ),
+        add_arguments=lambda parser: _synthetic().add_arguments(parser),
+        run=lambda args: _synthetic().run(args),
+    ),
 }
+
+
+def _synthetic():
+    from . import synthetic  # imported on use: the other datasets do not need numpy's image drawing
+
+    return synthetic
 
 
 def build_parser() -> argparse.ArgumentParser:
