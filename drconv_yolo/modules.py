@@ -226,7 +226,7 @@ class DRConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, c1, H, W) -> (B, c2, Ho, Wo)."""
-        if x.dim() != 4 or x.shape[1] != self.c1:
+        if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != self.c1):
             raise ValueError(f"DRConv2d: expected input (B, {self.c1}, H, W), got shape {tuple(x.shape)}")
         if x.device.type == "cpu":  # one layout change, shared by the guide conv (faster) and the op's gather
             x = x.contiguous(memory_format=torch.channels_last)
