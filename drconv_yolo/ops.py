@@ -138,23 +138,31 @@ def _reference(x, weight, guide, stride, padding, dilation):
 # ----------------------------------------------------------------------------------------------------------------
 # fast: one filter per pixel, patches gathered in region order
 # ----------------------------------------------------------------------------------------------------------------
-def _pixel_rows(x):
-    """(B, C, H, W) -> (B, H*W + 1, C): channels-last pixel rows plus one zero row that padding taps point to."""
-    B, C, H, W = x.shape
-    rows = x.new_empty(B, H * W + 1, C)
-    rows[:, : H * W].view(B, H, W, C).copy_(x.permute(0, 2, 3, 1))  # no layout cost if x is channels-last
-    rows[:, H * W].zero_()
-    return rows
+class _Patches:
+    """Gathers one sample's k x k patches, in a given pixel order, as rows (L, kh*kw*C) of channels-last pixels.
 
+    Reads straight from the input (free when it is channels-last, as DRConv2d passes it); taps that fall into the
+    zero padding read a clamped pixel and are zeroed afterwards (only border pixels have such taps).
+    """
 
-def _tap_index(in_hw, kernel, stride, padding, dilation, out_hw, device):
-    """Row of ``_pixel_rows`` read by each output pixel and kernel tap: (Ho*Wo, kh*kw); padding -> the zero row."""
-    (H, W), (kh, kw), (sh, sw), (ph, pw), (dh, dw), (Ho, Wo) = in_hw, kernel, stride, padding, dilation, out_hw
-    ar = partial(torch.arange, device=device)
-    h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
-    w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
-    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)  # (Ho, Wo, kh, kw)
-    return torch.where(inside, h * W + w, H * W).view(Ho * Wo, kh * kw)
+    def __init__(self, x, kernel, stride, padding, dilation, out_hw):
+        (H, W), (Ho, Wo) = x.shape[2:], out_hw
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+        ar = partial(torch.arange, device=x.device)
+        h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
+        w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
+        self.outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(Ho * Wo, kh * kw)  # (L, kh*kw)
+        self.taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(Ho * Wo, kh * kw)  # (L, kh*kw)
+        self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1])  # (B, H*W, C)
+        self.padded = bool(self.outside.any())
+
+    def rows(self, b, order):
+        """Patches of sample b, pixel ``order[i]`` in row i: (L, kh*kw*C)."""
+        L = order.numel()
+        rows = self.pixels[b].index_select(0, self.taps.index_select(0, order).flatten())  # (L*kh*kw, C)
+        if self.padded:
+            rows.index_fill_(0, self.outside.index_select(0, order).flatten().nonzero().squeeze(1), 0)
+        return rows.view(L, -1)
 
 
 def argmax_regions(guide):
@@ -176,6 +184,13 @@ def _region_order(region_b, m):
     order = torch.argsort(region, stable=True)
     counts = torch.bincount(region, minlength=m).tolist()
     return order, counts
+
+
+def _inverse(order):
+    """The permutation that undoes ``order``: ``sorted.index_select(0, _inverse(order))`` is back in pixel order."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return inverse
 
 
 def _nhwc_weight(weight):
@@ -251,8 +266,7 @@ class _RegionConvFast(torch.autograd.Function):
         B, m = guide.shape[:2]
         C_out, (Ho, Wo) = filters.C_out, out_hw
         L = Ho * Wo
-        pixels = _pixel_rows(x)  # (B, H*W + 1, C_in)
-        taps = _tap_index(x.shape[2:], _kernel(weight, bases), stride, padding, dilation, out_hw, x.device)
+        patches = _Patches(x, _kernel(weight, bases), stride, padding, dilation, out_hw)
         regions = argmax_regions(guide)  # (B, Ho, Wo)
         # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
         out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
@@ -261,7 +275,7 @@ class _RegionConvFast(torch.autograd.Function):
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
             order, counts = _region_order(regions[b], m)
-            rows = pixels[b].index_select(0, taps.index_select(0, order).flatten()).view(L, -1)  # (L, K) by region
+            rows = patches.rows(b, order)  # (L, K) by region
             start = 0
             for j, n in enumerate(counts):
                 if n:
@@ -269,7 +283,7 @@ class _RegionConvFast(torch.autograd.Function):
                 start += n
             if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
                 out_sorted.add_(bias)
-            out_rows[b].index_copy_(0, order, out_sorted)
+            torch.index_select(out_sorted, 0, _inverse(order), out=out_rows[b])  # a gather: faster than index_copy_
         ctx.save_for_backward(x, weight, coef, bases, guide, regions)
         ctx.conf = (stride, padding, dilation, out_hw)
         return out
@@ -284,23 +298,22 @@ class _RegionConvFast(torch.autograd.Function):
         (B, m), C_out, (H, W) = guide.shape[:2], filters.C_out, x.shape[2:]
         L, C_in = Ho * Wo, x.shape[1]
         kernel = _kernel(weight, bases)
-        pixels = _pixel_rows(x)  # (B, H*W + 1, C_in), recomputed: nothing m-times was kept from forward
-        taps = _tap_index((H, W), kernel, stride, padding, dilation, (Ho, Wo), x.device)  # (L, kh*kw)
+        patches = _Patches(x, kernel, stride, padding, dilation, (Ho, Wo))  # recomputed: nothing m-times was kept
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
         grad_filters = filters.grad_buffers(need_w or need_coef or need_bases)
-        grad_pixels = torch.zeros_like(pixels) if need_x else None  # (B, H*W + 1, C_in)
+        (ph, pw), (kh, kw) = padding, kernel
+        grad_padded = x.new_zeros(B, H + 2 * ph, W + 2 * pw, C_in) if need_x else None  # NHWC, zero-padded
         g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
         grad_rows = None
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
             order, counts = _region_order(regions[b], m)
-            index = taps.index_select(0, order).flatten()  # (L*kh*kw,)
-            rows = pixels[b].index_select(0, index).view(L, -1)  # (L, K) by region
+            rows = patches.rows(b, order)  # (L, K) by region
             go_sorted = go[b].index_select(0, order)  # (L, C_out)
             if need_g:
                 # g_j(p) for every region j, one sample at a time: the only m-times term, never kept
                 resp = torch.mm(rows, w.flatten(0, 1).t()).view(L, m, C_out)  # (L, m, C_out)
-                g[b].index_copy_(0, order, resp.mul_(go_sorted.unsqueeze(1)).sum(2))
+                g[b] = resp.mul_(go_sorted.unsqueeze(1)).sum(2).index_select(0, _inverse(order))
                 del resp
             gw = grad_filters(b) if grad_filters else None  # (m, C_out, K)
             if need_x and grad_rows is None:
@@ -318,8 +331,9 @@ class _RegionConvFast(torch.autograd.Function):
                 start += n
             if gw is not None:
                 filters.reduce_grad(b)
-            if need_x:
-                grad_pixels[b].index_put_((index,), grad_rows.view(-1, C_in), accumulate=True)
+            if need_x:  # back to pixel order, then col2im as kh*kw strided adds (faster than a scatter-add)
+                grad_patches = grad_rows.index_select(0, _inverse(order))
+                _col2im_add(grad_padded[b], grad_patches.view(Ho, Wo, kh, kw, C_in), stride, dilation)
         grad_x = grad_guide = grad_bias = None
         grad_weight, grad_coef, grad_bases = (
             filters.grads(None if weight is None else weight.shape, None if bases is None else bases.shape)
@@ -328,11 +342,20 @@ class _RegionConvFast(torch.autograd.Function):
         )
         if need_bias:
             grad_bias = go.sum((0, 1))
-        if need_x:  # drop the zero row; channels-last memory
-            grad_x = grad_pixels[:, : H * W].view(B, H, W, C_in).permute(0, 3, 1, 2)
+        if need_x:  # drop the padding; channels-last memory
+            grad_x = grad_padded[:, ph : ph + H, pw : pw + W].permute(0, 3, 1, 2)
         if need_g:
             grad_guide = _guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
         return grad_x, grad_weight, grad_coef, grad_bases, grad_guide, grad_bias, None, None, None, None
+
+
+def _col2im_add(dst, cols, stride, dilation):
+    """Add patch gradients back onto the padded image. dst (Hp, Wp, C), cols (Ho, Wo, kh, kw, C)."""
+    Ho, Wo, kh, kw, _ = cols.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(kh):
+        for j in range(kw):
+            dst[i * dh : i * dh + sh * (Ho - 1) + 1 : sh, j * dw : j * dw + sw * (Wo - 1) + 1 : sw] += cols[:, :, i, j]
 
 
 def _kernel(weight, bases):
