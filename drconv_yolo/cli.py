@@ -14,9 +14,10 @@ Registration here does not depend on the start-up hook, so ``drconv-yolo train .
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 SUBCOMMANDS = {
     "compare": "drconv_yolo.compare",
@@ -27,6 +28,31 @@ SUBCOMMANDS = {
     "demo": "drconv_yolo.compare",
 }
 NEEDS_ULTRALYTICS = ("compare", "eval", "regions", "demo")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Append ``(default: X)`` to option help unless the help mentions a default or X is None/False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def key_value_options(argv: Sequence[str]) -> List[str]:
+    """Ultralytics-style ``key=value`` tokens -> ``--key value``; ``--max-det`` style keys -> ``--max_det``."""
+    out = []
+    for tok in argv:
+        if not tok.startswith("-") and "=" in tok:
+            key, value = tok.split("=", 1)
+            out += [f"--{key.replace('-', '_')}", value]
+        elif tok.startswith("--") and "-" in tok[2:].split("=", 1)[0]:
+            key, eq, value = tok[2:].partition("=")
+            out.append("--" + key.replace("-", "_") + eq + value)
+        else:
+            out.append(tok)
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

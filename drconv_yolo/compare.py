@@ -49,6 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .cli import HelpFormatter
+
 __all__ = [
     "CompareError",
     "RunSpec",
@@ -905,16 +907,6 @@ def compare(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Append ``(default: X)`` to option help unless the help mentions a default or X is None/False."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
-
-
 def _split_kv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separate ``key=value`` tokens (Ultralytics overrides) from argparse options."""
     options, kv = [], []
@@ -956,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="example: drconv-yolo compare --data datasets/synthetic/synthetic.yaml "
         "--models yolov8n.yaml yolov8n-drconv.yaml --seeds 0 1 2 --epochs 50 --imgsz 256 --device 0",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--data", required=True, help="dataset YAML (its annotations/instances_<split>.json is the GT)")
     p.add_argument(
@@ -1095,7 +1087,7 @@ def build_demo_parser() -> argparse.ArgumentParser:
             "on 2 CPU cores). --quick: a smoke profile of about 1-2 minutes. Options and key=value Ultralytics "
             "arguments override the profile."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke profile (16 images, 64 px, 1 epoch)")
     p.add_argument("--out", default=None, help="output folder (default runs/demo, runs/demo-quick with --quick)")

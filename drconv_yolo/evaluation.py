@@ -32,6 +32,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .cli import HelpFormatter, key_value_options
+
 __all__ = ["coco_metrics", "evaluate", "format_report", "main", "map_predictions"]
 
 _AREAS = {"all": 0, "small": 1, "medium": 2, "large": 3}  # pycocotools' default areaRngLbl order
@@ -467,16 +469,6 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Append ``(default: X)`` to option help unless the help already states a default or X is None/False."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``eval`` parser (keys are given as ``key=value`` or ``--key value``)."""
     p = argparse.ArgumentParser(
@@ -490,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "example: eval model=runs/detect/train/weights/best.pt data=datasets/VisDrone/VisDrone.yaml max_det=1000"
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="weights (.pt) or model YAML, as for 'yolo val model=...'")
     p.add_argument("--data", required=True, help="dataset YAML (DST/<name>.yaml written by prepare)")
@@ -516,21 +508,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _to_options(argv: Sequence[str]) -> list[str]:
-    """Turn ``key=value`` tokens into ``--key value`` (``max-det`` and ``max_det`` both accepted)."""
-    out = []
-    for tok in argv:
-        if not tok.startswith("-") and "=" in tok:
-            key, value = tok.split("=", 1)
-            out += [f"--{key.replace('-', '_')}", value]
-        elif tok.startswith("--") and "-" in tok[2:].split("=", 1)[0]:
-            key, eq, value = tok[2:].partition("=")
-            out.append("--" + key.replace("-", "_") + eq + value)
-        else:
-            out.append(tok)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``eval model=... data=... [max_det=300 gt=... imgsz=... device=... batch=... out=...]``.
 
@@ -544,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["eval"]:
         argv = argv[1:]
     try:
-        a = build_parser().parse_args(_to_options(argv))
+        a = build_parser().parse_args(key_value_options(argv))
     except SystemExit as e:  # --help or a usage error, already printed by argparse
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     extra: dict[str, Any] = {"half": True} if a.half else {}

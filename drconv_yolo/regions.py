@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .cli import HelpFormatter, key_value_options
+
 __all__ = ["LayerRegions", "RegionsError", "build_parser", "capture_regions", "draw_regions", "letterbox", "main"]
 
 MIN_SIDE = 640  # per-layer PNGs are enlarged by an integer factor until the long side reaches this
@@ -404,16 +406,6 @@ def draw_regions(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Append ``(default: X)`` to option help unless the help mentions a default or X is None/False."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``regions`` parser (keys as ``key=value`` or ``--key value``)."""
     p = argparse.ArgumentParser(
@@ -426,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="example: drconv-yolo regions model=runs/demo/runs/yolov8n-drconv/seed0/weights/best.pt "
         "source=datasets/synthetic/images/val/000001.jpg out=runs/regions",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="trained weights (.pt) or model YAML with DRConv layers")
     p.add_argument("--source", required=True, help="image file")
@@ -442,18 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _to_options(argv: Sequence[str]) -> list[str]:
-    """``key=value`` -> ``--key value``; ``--key=value`` and ``--key value`` pass through."""
-    out: list[str] = []
-    for token in argv:
-        if "=" in token and not token.startswith("-"):
-            key, value = token.split("=", 1)
-            out += [f"--{key}", value]
-        else:
-            out.append(token)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``drconv-yolo regions ...``; returns the exit status (0, or 2 for a usage or input error).
 
@@ -464,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(_to_options(argv))
+    args = build_parser().parse_args(key_value_options(argv))
     try:
         result = draw_regions(args.model, args.source, args.out, args.imgsz, args.device, args.alpha)
     except RegionsError as e:

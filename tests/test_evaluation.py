@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from drconv_yolo.cli import key_value_options
 from drconv_yolo.data._io import gt_images, write_gt_json
-from drconv_yolo.evaluation import _to_options, coco_metrics, format_report, main, map_predictions
+from drconv_yolo.evaluation import coco_metrics, format_report, main, map_predictions
 
 TOL = 1e-9  # pycocotools figures are means of exact fractions
 
@@ -181,7 +182,7 @@ def test_map_predictions_numeric_stem_to_coco_category_ids(coco_mode):
 
 
 def test_key_value_arguments_become_options():
-    assert _to_options(["model=a.pt", "max-det=5", "--iou", "0.6", "--max-det=7"]) == [
+    assert key_value_options(["model=a.pt", "max-det=5", "--iou", "0.6", "--max-det=7"]) == [
         "--model",
         "a.pt",
         "--max_det",

@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Callable, NamedTuple, Sequence
 
+from ..cli import HelpFormatter
+
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
 _IMAGES_HELP = (
@@ -22,16 +24,6 @@ _IMAGES_HELP = (
     "space, survives deleting SRC); hardlink (same, stated explicitly); symlink = absolute symbolic links (breaks if "
     "SRC moves); copy = independent copies"
 )
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Append ``(default: X)`` to option help unless the help already states a default or X is None/False."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
 
 
 class Subcommand(NamedTuple):
@@ -169,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name, cmd in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.description, formatter_class=_HelpFormatter)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.description, formatter_class=HelpFormatter)
         cmd.add_arguments(p)
     return parser
 
