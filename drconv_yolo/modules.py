@@ -59,9 +59,11 @@ class OfficialFilterGenerator(nn.Module):
         self.regions, self.n, self.c2 = regions, bases, c2
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c1, regions * bases)
-        # the n bases stacked as one 4-D conv weight (n*c2, c1, k, k), so Module.to(memory_format=...) handles it;
-        # coef ~ 1/n each, so the mixed filter has std(bases) / sqrt(n): scale the bases up to land at He's std
-        self.bases = nn.Parameter(torch.randn(bases * c2, c1, k, k) * he_std(c1, k) * math.sqrt(bases))
+        # the n bases stacked as one 4-D conv weight (n*c2, c1, k, k), stored channels-last (c1 innermost, the fast
+        # op's patch order: read without a copy; any layout works); coef ~ 1/n each, so the mixed filter has
+        # std(bases) / sqrt(n): scale the bases up to land at He's std
+        bases_init = torch.randn(bases * c2, c1, k, k) * he_std(c1, k) * math.sqrt(bases)
+        self.bases = nn.Parameter(bases_init.contiguous(memory_format=torch.channels_last))
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """Mixing coefficients (B, m, n) in (0, 2/n)."""

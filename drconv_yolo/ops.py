@@ -138,59 +138,78 @@ def _reference(x, weight, guide, stride, padding, dilation):
 # ----------------------------------------------------------------------------------------------------------------
 # fast: one filter per pixel, patches gathered in region order
 # ----------------------------------------------------------------------------------------------------------------
+class _RegionPlan:
+    """Every sample's pixels sorted by region, computed for the whole batch at once from the guide logits.
+
+    ``order[b]`` lists sample b's output pixels region by region (pixel order within a region), ``inverse[b]`` undoes
+    it (``sorted.index_select(0, inverse[b])`` is back in pixel order) and ``counts[b][j]`` is region j's pixel count.
+    """
+
+    def __init__(self, guide):
+        B, m, Ho, Wo = guide.shape
+        L = Ho * Wo
+        region = argmax_regions(guide).reshape(B, L)  # (B, L)
+        regions = torch.arange(m, device=guide.device)
+        # one nonzero over a (B, m, L) one-hot lists (b, j, pixel) in order: a counting sort, cheaper than argsort
+        self.order = (region.unsqueeze(1) == regions.view(1, m, 1)).nonzero()[:, 2].view(B, L)  # (B, L)
+        positions = torch.arange(L, device=guide.device).expand(B, L)
+        self.inverse = torch.empty_like(self.order).scatter_(1, self.order, positions)  # (B, L)
+        samples = torch.arange(B, device=guide.device).view(B, 1)
+        self.counts = torch.bincount((region + samples * m).flatten(), minlength=B * m).view(B, m).tolist()
+
+    def slices(self, b):
+        """(region, row slice) of every non-empty region of sample b, in sorted-row order."""
+        start = 0
+        for j, n in enumerate(self.counts[b]):
+            if n:
+                yield j, slice(start, start + n)
+            start += n
+
+
 class _Patches:
-    """Gathers one sample's k x k patches, in a given pixel order, as rows (L, kh*kw*C) of channels-last pixels.
+    """Gathers one sample's k x k patches, in region order, as rows (L, kh*kw*C) of channels-last pixels.
 
     Reads straight from the input (free when it is channels-last, as DRConv2d passes it); taps that fall into the
     zero padding read a clamped pixel and are zeroed afterwards (only border pixels have such taps).
     """
 
-    def __init__(self, x, kernel, stride, padding, dilation, out_hw):
+    def __init__(self, x, kernel, stride, padding, dilation, out_hw, plan):
         (H, W), (Ho, Wo) = x.shape[2:], out_hw
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
         ar = partial(torch.arange, device=x.device)
         h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
         w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
-        self.outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(Ho * Wo, kh * kw)  # (L, kh*kw)
         self.taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(Ho * Wo, kh * kw)  # (L, kh*kw)
         self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1])  # (B, H*W, C)
-        self.padded = bool(self.outside.any())
+        self.plan, self.kk, self.C = plan, kh * kw, x.shape[1]
+        # the (pixel, tap) pairs in the padding, as positions in each sample's sorted rows: (B, n_outside)
+        outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(Ho * Wo, kh * kw).nonzero()  # (n_outside, 2)
+        self.zeros = plan.inverse[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
 
-    def rows(self, b, order):
-        """Patches of sample b, pixel ``order[i]`` in row i: (L, kh*kw*C)."""
-        L = order.numel()
-        rows = self.pixels[b].index_select(0, self.taps.index_select(0, order).flatten())  # (L*kh*kw, C)
-        if self.padded:
-            rows.index_fill_(0, self.outside.index_select(0, order).flatten().nonzero().squeeze(1), 0)
+    def rows(self, b, out=None):
+        """Patches of sample b in region order: (L, kh*kw*C), written into ``out`` when given."""
+        L = self.taps.shape[0]
+        flat = None if out is None else out.view(L * self.kk, self.C)
+        rows = torch.index_select(self.pixels[b], 0, self.taps.index_select(0, self.plan.order[b]).flatten(), out=flat)
+        if self.zeros is not None:
+            rows.index_fill_(0, self.zeros[b], 0)
         return rows.view(L, -1)
 
 
 def argmax_regions(guide):
-    """``guide.argmax(1)`` for (B, m, Ho, Wo), as m - 1 elementwise passes (a strided argmax is slow on CPU).
+    """``guide.argmax(1)`` for (B, m, Ho, Wo); ties go to the lowest index, as ``torch.argmax``.
 
-    Ties go to the lowest index, as ``torch.argmax``.
+    A channels-last guide (what the guide conv returns for a channels-last input) reduces over contiguous memory; any
+    other layout takes m - 1 elementwise passes, as a strided argmax is slow on CPU.
     """
+    if guide.is_contiguous(memory_format=torch.channels_last):
+        return guide.argmax(1)
     best, region = guide[:, 0], torch.zeros_like(guide[:, 0], dtype=torch.long)
     for j in range(1, guide.shape[1]):
         better = guide[:, j] > best
         best = torch.where(better, guide[:, j], best)
         region = region.masked_fill(better, j)
     return region  # (B, Ho, Wo)
-
-
-def _region_order(region_b, m):
-    """Pixel order sorted by region and the pixel count of each region. region_b: (Ho, Wo) ints."""
-    region = region_b.flatten()  # (L,)
-    order = torch.argsort(region, stable=True)
-    counts = torch.bincount(region, minlength=m).tolist()
-    return order, counts
-
-
-def _inverse(order):
-    """The permutation that undoes ``order``: ``sorted.index_select(0, _inverse(order))`` is back in pixel order."""
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return inverse
 
 
 def _nhwc_weight(weight):
@@ -263,76 +282,68 @@ class _RegionConvFast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, coef, bases, guide, bias, stride, padding, dilation, out_hw):
         filters = _Filters(weight, coef, bases)
-        B, m = guide.shape[:2]
-        C_out, (Ho, Wo) = filters.C_out, out_hw
+        B, C_out, (Ho, Wo) = x.shape[0], filters.C_out, out_hw
         L = Ho * Wo
-        patches = _Patches(x, _kernel(weight, bases), stride, padding, dilation, out_hw)
-        regions = argmax_regions(guide)  # (B, Ho, Wo)
+        plan = _RegionPlan(guide)
+        patches = _Patches(x, _kernel(weight, bases), stride, padding, dilation, out_hw, plan)
         # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
         out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
-        out_sorted = x.new_empty(L, C_out)
+        rows, out_sorted = None, x.new_empty(L, C_out)
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
-            order, counts = _region_order(regions[b], m)
-            rows = patches.rows(b, order)  # (L, K) by region
-            start = 0
-            for j, n in enumerate(counts):
-                if n:
-                    torch.mm(rows[start : start + n], w[j].t(), out=out_sorted[start : start + n])
-                start += n
+            rows = patches.rows(b, rows)  # (L, K) by region, into the previous sample's buffer
+            for j, sl in plan.slices(b):
+                torch.mm(rows[sl], w[j].t(), out=out_sorted[sl])
             if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
                 out_sorted.add_(bias)
-            torch.index_select(out_sorted, 0, _inverse(order), out=out_rows[b])  # a gather: faster than index_copy_
-        ctx.save_for_backward(x, weight, coef, bases, guide, regions)
-        ctx.conf = (stride, padding, dilation, out_hw)
+            torch.index_select(out_sorted, 0, plan.inverse[b], out=out_rows[b])  # a gather: faster than index_copy_
+        ctx.save_for_backward(x, weight, coef, bases, guide)
+        ctx.plan, ctx.conf = plan, (stride, padding, dilation, out_hw)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, weight, coef, bases, guide, regions = ctx.saved_tensors
-        stride, padding, dilation, (Ho, Wo) = ctx.conf
+        x, weight, coef, bases, guide = ctx.saved_tensors
+        plan, (stride, padding, dilation, (Ho, Wo)) = ctx.plan, ctx.conf
         need_x, need_w, need_coef, need_bases, need_g, need_bias = ctx.needs_input_grad[:6]
         filters = _Filters(weight, coef, bases)
         (B, m), C_out, (H, W) = guide.shape[:2], filters.C_out, x.shape[2:]
         L, C_in = Ho * Wo, x.shape[1]
         kernel = _kernel(weight, bases)
-        patches = _Patches(x, kernel, stride, padding, dilation, (Ho, Wo))  # recomputed: nothing m-times was kept
+        patches = _Patches(x, kernel, stride, padding, dilation, (Ho, Wo), plan)  # recomputed: nothing m-times kept
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
         grad_filters = filters.grad_buffers(need_w or need_coef or need_bases)
         (ph, pw), (kh, kw) = padding, kernel
         grad_padded = x.new_zeros(B, H + 2 * ph, W + 2 * pw, C_in) if need_x else None  # NHWC, zero-padded
         g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
-        grad_rows = None
+        rows = grad_rows = None
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
-            order, counts = _region_order(regions[b], m)
-            rows = patches.rows(b, order)  # (L, K) by region
-            go_sorted = go[b].index_select(0, order)  # (L, C_out)
+            rows = patches.rows(b, rows)  # (L, K) by region
+            go_sorted = go[b].index_select(0, plan.order[b])  # (L, C_out)
             if need_g:
                 # g_j(p) for every region j, one sample at a time: the only m-times term, never kept
                 resp = torch.mm(rows, w.flatten(0, 1).t()).view(L, m, C_out)  # (L, m, C_out)
-                g[b] = resp.mul_(go_sorted.unsqueeze(1)).sum(2).index_select(0, _inverse(order))
+                g[b] = resp.mul_(go_sorted.unsqueeze(1)).sum(2).index_select(0, plan.inverse[b])
                 del resp
             gw = grad_filters(b) if grad_filters else None  # (m, C_out, K)
+            if gw is not None:
+                for j, n in enumerate(plan.counts[b]):
+                    if not n:
+                        gw[j].zero_()  # an empty region gets no gradient
             if need_x and grad_rows is None:
                 grad_rows = torch.empty_like(rows)
-            start = 0
-            for j, n in enumerate(counts):
-                if gw is not None and not n:
-                    gw[j].zero_()  # an empty region gets no gradient
-                if n:
-                    sl = slice(start, start + n)
-                    if gw is not None:
-                        torch.mm(go_sorted[sl].t(), rows[sl], out=gw[j])
-                    if need_x:
-                        torch.mm(go_sorted[sl], w[j], out=grad_rows[sl])
-                start += n
+            for j, sl in plan.slices(b):
+                if gw is not None:
+                    torch.mm(go_sorted[sl].t(), rows[sl], out=gw[j])
+                if need_x:
+                    torch.mm(go_sorted[sl], w[j], out=grad_rows[sl])
             if gw is not None:
                 filters.reduce_grad(b)
             if need_x:  # back to pixel order, then col2im as kh*kw strided adds (faster than a scatter-add)
-                grad_patches = grad_rows.index_select(0, _inverse(order))
+                grad_patches = grad_rows.index_select(0, plan.inverse[b])
                 _col2im_add(grad_padded[b], grad_patches.view(Ho, Wo, kh, kw, C_in), stride, dilation)
         grad_x = grad_guide = grad_bias = None
         grad_weight, grad_coef, grad_bases = (
