@@ -23,9 +23,17 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .ops import region_aware_conv2d, region_aware_conv2d_mixed
+from .ops import is_tracing, region_aware_conv2d, region_aware_conv2d_mixed
 
-__all__ = ["DRConv", "DRConv2d", "RegionAwareConv", "OfficialFilterGenerator", "PaperFilterGenerator", "GENERATORS"]
+__all__ = [
+    "DRConv",
+    "DRConv2d",
+    "RegionAwareConv",
+    "OfficialFilterGenerator",
+    "PaperFilterGenerator",
+    "GlobalAvgPool",
+    "GENERATORS",
+]
 
 
 def autopad(k: int, p: Optional[int] = None, d: int = 1) -> int:
@@ -36,6 +44,36 @@ def autopad(k: int, p: Optional[int] = None, d: int = 1) -> int:
 def he_std(c1: int, k: int) -> float:
     """Standard deviation of a He (Kaiming normal, ReLU gain) initialised conv with fan-in c1*k*k."""
     return math.sqrt(2.0 / (c1 * k * k))
+
+
+class _MeanHW(torch.autograd.Function):
+    """Mean over H and W whose gradient is a broadcast view: backward writes no (B, C, H, W) tensor."""
+
+    @staticmethod
+    def forward(ctx, x):  # (B, C, H, W) -> (B, C, 1, 1)
+        ctx.shape = x.shape
+        return x.mean((2, 3), keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad / (ctx.shape[2] * ctx.shape[3])).expand(ctx.shape)
+
+
+class GlobalAvgPool(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d(1)`` whose backward returns the gradient as a broadcast view (no full-size write).
+
+    Autograd adds it straight into the input's other gradients, saving a pass over (and a copy of) the feature map.
+    FLOP counters count it as ``nn.AdaptiveAvgPool2d`` (the plugin registers the rule); tracing uses the plain mean.
+    """
+
+    def __init__(self):
+        super().__init__(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, 1, 1)."""
+        if is_tracing() or not torch.is_grad_enabled():
+            return x.mean((2, 3), keepdim=True)
+        return _MeanHW.apply(x)
 
 
 class OfficialFilterGenerator(nn.Module):
@@ -57,7 +95,7 @@ class OfficialFilterGenerator(nn.Module):
         if bases < 1:
             raise ValueError(f"OfficialFilterGenerator: bases must be >= 1, got {bases}")
         self.regions, self.n, self.c2 = regions, bases, c2
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.fc = nn.Linear(c1, regions * bases)
         # the n bases stacked as one 4-D conv weight (n*c2, c1, k, k), stored channels-last (c1 innermost, the fast
         # op's patch order: read without a copy; any layout works); coef ~ 1/n each, so the mixed filter has

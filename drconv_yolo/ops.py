@@ -61,7 +61,7 @@ def _check_args(input, weight, guide, stride, padding, dilation):
             f"region_aware_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got stride={stride}, "
             f"padding={padding}, dilation={dilation}"
         )
-    if _tracing():  # shapes are symbolic while tracing: checked in eager mode only
+    if is_tracing():  # shapes are symbolic while tracing: checked in eager mode only
         return stride, padding, dilation, None
     if input.dim() != 4:
         raise ValueError(f"region_aware_conv2d: input must be (B, C_in, H, W), got shape {tuple(input.shape)}")
@@ -157,13 +157,11 @@ class _RegionPlan:
         samples = torch.arange(B, device=guide.device).view(B, 1)
         self.counts = torch.bincount((region + samples * m).flatten(), minlength=B * m).view(B, m).tolist()
 
-    def slices(self, b):
-        """(region, row slice) of every non-empty region of sample b, in sorted-row order."""
-        start = 0
-        for j, n in enumerate(self.counts[b]):
-            if n:
-                yield j, slice(start, start + n)
-            start += n
+    def split(self, b, *tensors):
+        """Zip of (region j, then each tensor's rows of region j) over sample b's non-empty regions."""
+        counts = self.counts[b]
+        parts = [range(len(counts))] + [t.split(counts) for t in tensors]
+        return [p for p in zip(*parts) if counts[p[0]]]
 
 
 class _Patches:
@@ -293,8 +291,9 @@ class _RegionConvFast(torch.autograd.Function):
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
             rows = patches.rows(b, rows)  # (L, K) by region, into the previous sample's buffer
-            for j, sl in plan.slices(b):
-                torch.mm(rows[sl], w[j].t(), out=out_sorted[sl])
+            wt = w.transpose(1, 2)  # (m, K, C_out)
+            for j, rows_j, out_j in plan.split(b, rows, out_sorted):
+                torch.mm(rows_j, wt[j], out=out_j)
             if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
                 out_sorted.add_(bias)
             torch.index_select(out_sorted, 0, plan.inverse[b], out=out_rows[b])  # a gather: faster than index_copy_
@@ -316,18 +315,19 @@ class _RegionConvFast(torch.autograd.Function):
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
         grad_filters = filters.grad_buffers(need_w or need_coef or need_bases)
         (ph, pw), (kh, kw) = padding, kernel
-        grad_padded = x.new_zeros(B, H + 2 * ph, W + 2 * pw, C_in) if need_x else None  # NHWC, zero-padded
+        if need_x:  # channels-last; each sample is accumulated in a small zero-padded buffer, then copied in once
+            grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+            grad_padded = x.new_empty(H + 2 * ph, W + 2 * pw, C_in)  # (Hp, Wp, C_in)
         g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
-        rows = grad_rows = None
+        resp = x.new_empty(L, m * C_out) if need_g else None  # the only m-times term: one sample's, reused
+        rows = grad_rows = grad_patches = go_sorted = None  # buffers reused from sample to sample
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
             rows = patches.rows(b, rows)  # (L, K) by region
-            go_sorted = go[b].index_select(0, plan.order[b])  # (L, C_out)
-            if need_g:
-                # g_j(p) for every region j, one sample at a time: the only m-times term, never kept
-                resp = torch.mm(rows, w.flatten(0, 1).t()).view(L, m, C_out)  # (L, m, C_out)
-                g[b] = resp.mul_(go_sorted.unsqueeze(1)).sum(2).index_select(0, plan.inverse[b])
-                del resp
+            go_sorted = torch.index_select(go[b], 0, plan.order[b], out=go_sorted)  # (L, C_out)
+            if need_g:  # g_j(p) = sum_o dL/dY[o, p] * (W_j conv X)[o, p] for every region j
+                torch.mm(rows, w.flatten(0, 1).t(), out=resp)
+                g[b] = resp.view(L, m, C_out).mul_(go_sorted.unsqueeze(1)).sum(2).index_select(0, plan.inverse[b])
             gw = grad_filters(b) if grad_filters else None  # (m, C_out, K)
             if gw is not None:
                 for j, n in enumerate(plan.counts[b]):
@@ -335,17 +335,19 @@ class _RegionConvFast(torch.autograd.Function):
                         gw[j].zero_()  # an empty region gets no gradient
             if need_x and grad_rows is None:
                 grad_rows = torch.empty_like(rows)
-            for j, sl in plan.slices(b):
+            for j, go_j, rows_j, grad_rows_j in plan.split(b, go_sorted, rows, grad_rows if need_x else rows):
                 if gw is not None:
-                    torch.mm(go_sorted[sl].t(), rows[sl], out=gw[j])
+                    torch.mm(go_j.t(), rows_j, out=gw[j])
                 if need_x:
-                    torch.mm(go_sorted[sl], w[j], out=grad_rows[sl])
+                    torch.mm(go_j, w[j], out=grad_rows_j)
             if gw is not None:
                 filters.reduce_grad(b)
             if need_x:  # back to pixel order, then col2im as kh*kw strided adds (faster than a scatter-add)
-                grad_patches = grad_rows.index_select(0, plan.inverse[b])
-                _col2im_add(grad_padded[b], grad_patches.view(Ho, Wo, kh, kw, C_in), stride, dilation)
-        grad_x = grad_guide = grad_bias = None
+                grad_patches = torch.index_select(grad_rows, 0, plan.inverse[b], out=grad_patches)
+                grad_padded.zero_()
+                _col2im_add(grad_padded, grad_patches.view(Ho, Wo, kh, kw, C_in), stride, dilation)
+                grad_x[b].permute(1, 2, 0).copy_(grad_padded[ph : ph + H, pw : pw + W])  # drop the padding
+        grad_guide = grad_bias = None
         grad_weight, grad_coef, grad_bases = (
             filters.grads(None if weight is None else weight.shape, None if bases is None else bases.shape)
             if grad_filters
@@ -353,8 +355,8 @@ class _RegionConvFast(torch.autograd.Function):
         )
         if need_bias:
             grad_bias = go.sum((0, 1))
-        if need_x:  # drop the padding; channels-last memory
-            grad_x = grad_padded[:, ph : ph + H, pw : pw + W].permute(0, 3, 1, 2)
+        if not need_x:
+            grad_x = None
         if need_g:
             grad_guide = _guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
         return grad_x, grad_weight, grad_coef, grad_bases, grad_guide, grad_bias, None, None, None, None
@@ -396,7 +398,8 @@ def _onnx(x, weight, guide, stride, padding, dilation):
     return out.reshape(out.shape[0], C_out, Ho, Wo)
 
 
-def _tracing() -> bool:
+def is_tracing() -> bool:
+    """True while tracing, scripting or exporting to ONNX: shapes are symbolic and only standard ops may run."""
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
     onnx = getattr(torch, "onnx", None)
@@ -436,7 +439,7 @@ def region_aware_conv2d(
     stride, padding, dilation, out_hw = _check_args(input, weight, guide, stride, padding, dilation)
     if out_hw is not None:
         _check_bias(bias, weight.shape[2])
-    if _tracing():  # the only path that traces to standard ops, whatever was asked for
+    if is_tracing():  # the only path that traces to standard ops, whatever was asked for
         impl = "onnx"
     elif impl == "auto":
         impl = "fast"
@@ -480,7 +483,7 @@ def region_aware_conv2d_mixed(
     """
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"region_aware_conv2d: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
-    if _tracing() or impl in ("reference", "onnx"):
+    if is_tracing() or impl in ("reference", "onnx"):
         weight = torch.matmul(coef, bases.flatten(1)).view(-1, coef.shape[1], *bases.shape[1:])
         return region_aware_conv2d(input, weight, guide, stride, padding, dilation, bias, impl)
     if coef.dim() != 3 or bases.dim() != 5 or coef.shape[2] != bases.shape[0]:

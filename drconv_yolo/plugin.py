@@ -271,9 +271,9 @@ def count_region_aware_conv(module, inputs, output) -> None:
 
 
 def _safe_classes():
-    from .modules import DRConv, DRConv2d, OfficialFilterGenerator, PaperFilterGenerator, RegionAwareConv
+    from .modules import DRConv, DRConv2d, GlobalAvgPool, OfficialFilterGenerator, PaperFilterGenerator, RegionAwareConv
 
-    return [DRConv, DRConv2d, RegionAwareConv, OfficialFilterGenerator, PaperFilterGenerator]
+    return [DRConv, DRConv2d, RegionAwareConv, OfficialFilterGenerator, PaperFilterGenerator, GlobalAvgPool]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,13 +304,16 @@ def register() -> bool:
         _patch(tasks.BaseModel, "fuse", _wrap_fuse)
         _patch(tasks.BaseModel, "load", _wrap_load)
         try:
+            import torch.nn as nn
             from thop.profile import register_hooks
 
-            from .modules import RegionAwareConv
+            from .modules import GlobalAvgPool, RegionAwareConv
 
-            if RegionAwareConv not in register_hooks:
-                register_hooks[RegionAwareConv] = count_region_aware_conv
-                _ORIGINALS[("thop", RegionAwareConv)] = register_hooks
+            rules = {RegionAwareConv: count_region_aware_conv, GlobalAvgPool: register_hooks.get(nn.AdaptiveAvgPool2d)}
+            for module_type, rule in rules.items():
+                if module_type not in register_hooks and rule is not None:
+                    register_hooks[module_type] = rule
+                    _ORIGINALS[("thop", module_type)] = register_hooks
         except ImportError:  # thop missing: Ultralytics reports 0 GFLOPs for every model anyway
             pass
         if hasattr(torch.serialization, "add_safe_globals"):

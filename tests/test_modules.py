@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from drconv_yolo.modules import DRConv, DRConv2d, he_std
+from drconv_yolo.modules import DRConv, DRConv2d, GlobalAvgPool, he_std
 
 
 def randomize_bn(bn: nn.BatchNorm2d) -> None:
@@ -81,6 +81,27 @@ def test_deepcopy_pickle_and_state_dict_round_trips_preserve_output():
         other = DRConv(8, 16, 3, 2, regions=4).eval()
         other.load_state_dict(torch.load(buffer, weights_only=True))
         torch.testing.assert_close(other(x), y)
+
+
+def test_global_avg_pool_matches_adaptive_avg_pool_value_and_gradient():
+    x = torch.randn(3, 5, 7, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 5, 1, 1, dtype=torch.float64)
+    (GlobalAvgPool()(x) * weights).sum().backward()
+    ours, x.grad = x.grad, None
+    (nn.AdaptiveAvgPool2d(1)(x) * weights).sum().backward()
+    torch.testing.assert_close(ours, x.grad, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(GlobalAvgPool()(x), nn.AdaptiveAvgPool2d(1)(x), rtol=1e-12, atol=1e-12)
+
+
+def test_official_bases_stay_channels_last_through_copies_and_loading():
+    # the fast op reads channels-last bases without a copy; any layout is still correct, only slower
+    layer = DRConv2d(8, 16, 3)
+    copies = [copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), layer.double()]
+    other = DRConv2d(8, 16, 3)
+    other.load_state_dict(layer.state_dict())
+    for m in [layer, other, *copies]:
+        assert m.generator.bases.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_state_dict_records_layout_version():
