@@ -138,40 +138,64 @@ def _reference(x, weight, guide, stride, padding, dilation):
 # ----------------------------------------------------------------------------------------------------------------
 # fast: one filter per pixel, patches gathered in region order
 # ----------------------------------------------------------------------------------------------------------------
+# The forward multiplies a sample's regions with one bmm, each region's rows padded to the largest region, when that
+# pads by at most this fraction of the rows: a bmm over m blocks runs 15-35% faster than m separate mm's on CPU.
+PAD_LIMIT = 0.3
+
+
 class _RegionPlan:
     """Every sample's pixels sorted by region, computed for the whole batch at once from the guide logits.
 
     ``order[b]`` lists sample b's output pixels region by region (pixel order within a region), ``inverse[b]`` undoes
     it (``sorted.index_select(0, inverse[b])`` is back in pixel order) and ``counts[b][j]`` is region j's pixel count.
+
+    The forward's row layout (``padded``): when ``padded[b]``, region j of sample b owns rows [j*c, j*c + counts[b][j])
+    of an (m*c)-row buffer, c = max_j counts[b][j] (the other rows repeat pixel 0 and are never read back); else the
+    rows are packed in ``order``. ``src[b]`` is the pixel of each row and ``pos[b]`` the row of each pixel.
     """
 
     def __init__(self, guide):
         B, m, Ho, Wo = guide.shape
-        L = Ho * Wo
+        L, device = Ho * Wo, guide.device
         region = argmax_regions(guide).reshape(B, L)  # (B, L)
-        regions = torch.arange(m, device=guide.device)
+        regions = torch.arange(m, device=device)
         # one nonzero over a (B, m, L) one-hot lists (b, j, pixel) in order: a counting sort, cheaper than argsort
         self.order = (region.unsqueeze(1) == regions.view(1, m, 1)).nonzero()[:, 2].view(B, L)  # (B, L)
-        positions = torch.arange(L, device=guide.device).expand(B, L)
+        positions = torch.arange(L, device=device).expand(B, L)
         self.inverse = torch.empty_like(self.order).scatter_(1, self.order, positions)  # (B, L)
-        samples = torch.arange(B, device=guide.device).view(B, 1)
-        self.counts = torch.bincount((region + samples * m).flatten(), minlength=B * m).view(B, m).tolist()
+        samples = torch.arange(B, device=device).view(B, 1)
+        counts = torch.bincount((region + samples * m).flatten(), minlength=B * m).view(B, m)  # (B, m)
+        self.counts = counts.tolist()
+        self.padded = [m * max(c) <= (1 + PAD_LIMIT) * L for c in self.counts]
+        if not any(self.padded):
+            self.src, self.pos, self.rows = self.order, self.inverse, [L] * B
+            return
+        # row of the i-th sorted pixel: its region's first row + its rank in the region
+        starts = counts.cumsum(1) - counts  # (B, m), packed
+        padded = torch.tensor(self.padded, device=device).view(B, 1)
+        firsts = torch.where(padded, regions.view(1, m) * counts.amax(1, keepdim=True), starts)  # (B, m)
+        region_sorted = region.gather(1, self.order)  # (B, L)
+        row = positions + (firsts - starts).gather(1, region_sorted)  # (B, L)
+        self.rows = [m * max(c) if p else L for c, p in zip(self.counts, self.padded)]
+        self.src = self.order.new_zeros(B, max(self.rows)).scatter_(1, row, self.order)  # (B, R)
+        self.pos = torch.empty_like(self.order).scatter_(1, self.order, row)  # (B, L)
 
     def split(self, b, *tensors):
-        """Zip of (region j, then each tensor's rows of region j) over sample b's non-empty regions."""
+        """Zip of (region j, then each tensor's rows of region j) over sample b's non-empty regions (packed rows)."""
         counts = self.counts[b]
         parts = [range(len(counts))] + [t.split(counts) for t in tensors]
         return [p for p in zip(*parts) if counts[p[0]]]
 
 
 class _Patches:
-    """Gathers one sample's k x k patches, in region order, as rows (L, kh*kw*C) of channels-last pixels.
+    """Gathers one sample's k x k patches as rows (n, kh*kw*C) of channels-last pixels: row i is the patch of output
+    pixel ``src[b, i]``, and output pixel p's patch is row ``pos[b, p]``.
 
     Reads straight from the input (free when it is channels-last, as DRConv2d passes it); taps that fall into the
     zero padding read a clamped pixel and are zeroed afterwards (only border pixels have such taps).
     """
 
-    def __init__(self, x, kernel, stride, padding, dilation, out_hw, plan):
+    def __init__(self, x, kernel, stride, padding, dilation, out_hw, src, pos):
         (H, W), (Ho, Wo) = x.shape[2:], out_hw
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
         ar = partial(torch.arange, device=x.device)
@@ -179,19 +203,19 @@ class _Patches:
         w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
         self.taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(Ho * Wo, kh * kw)  # (L, kh*kw)
         self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1])  # (B, H*W, C)
-        self.plan, self.kk, self.C = plan, kh * kw, x.shape[1]
-        # the (pixel, tap) pairs in the padding, as positions in each sample's sorted rows: (B, n_outside)
+        self.src, self.kk, self.C = src, kh * kw, x.shape[1]
+        # the (pixel, tap) pairs in the padding, as positions in each sample's rows: (B, n_outside)
         outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(Ho * Wo, kh * kw).nonzero()  # (n_outside, 2)
-        self.zeros = plan.inverse[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
+        self.zeros = pos[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
 
-    def rows(self, b, out=None):
-        """Patches of sample b in region order: (L, kh*kw*C), written into ``out`` when given."""
-        L = self.taps.shape[0]
-        flat = None if out is None else out.view(L * self.kk, self.C)
-        rows = torch.index_select(self.pixels[b], 0, self.taps.index_select(0, self.plan.order[b]).flatten(), out=flat)
+    def rows(self, b, n, buffer=None):
+        """The first n rows of sample b's patches (pixel ``src[b, i]`` in row i): (n, kh*kw*C), in ``buffer``."""
+        out = None if buffer is None else buffer.view(-1)[: n * self.kk * self.C].view(n * self.kk, self.C)
+        taps = self.taps.index_select(0, self.src[b, :n]).flatten()  # (n*kh*kw,)
+        rows = torch.index_select(self.pixels[b], 0, taps, out=out)
         if self.zeros is not None:
             rows.index_fill_(0, self.zeros[b], 0)
-        return rows.view(L, -1)
+        return rows.view(n, -1)
 
 
 def argmax_regions(guide):
@@ -210,39 +234,35 @@ def argmax_regions(guide):
     return region  # (B, Ho, Wo)
 
 
-def _nhwc_weight(weight):
-    """(B, m, C_out, C_in, kh, kw) -> (B, m, C_out, kh*kw*C_in), the patch order of ``_patches``.
-
-    Free (a view) when the weight is stored with C_in innermost, as the filter generators in ``modules`` store it.
-    """
-    return weight.permute(0, 1, 2, 4, 5, 3).flatten(3).contiguous()
-
-
 class _Filters:
-    """Per-sample filters for the fast path, (m, C_out, K) with K ordered (kh, kw, C_in), and their gradients.
+    """Per-sample filters for the fast path, contiguous (m, C_out, K) with K ordered (kh, kw, C_in), or (m, K, C_out)
+    with ``transposed`` (what the forward's matmuls read fastest), and their gradients.
 
     Either explicit filters ``weight`` (B, m, C_out, C_in, k, k), or the official generator's factorisation
     ``weight[b, j] = sum_n coef[b, j, n] * bases[n]`` with coef (B, m, n) and bases (n, C_out, C_in, k, k), mixed one
     sample at a time into a reused buffer so the (B, m, C_out, C_in, k, k) tensor (and its gradient) never exists.
     """
 
-    def __init__(self, weight, coef, bases):
-        self.mixed = weight is None
+    def __init__(self, weight, coef, bases, transposed=False):
+        self.mixed, self.transposed = weight is None, transposed
+        order = (0, 3, 4, 2, 1) if transposed else (0, 1, 3, 4, 2)  # (n, K, C_out) or (n, C_out, K), K = (kh, kw, C_in)
         if self.mixed:
-            n, self.C_out, C_in, kh, kw = bases.shape
+            n, self.C_out = bases.shape[:2]
             self.coef = coef  # (B, m, n)
-            self.bases = bases.permute(0, 1, 3, 4, 2).reshape(n, -1)  # (n, C_out*K), free if stored channels-last
+            self.bases = bases.permute(order).reshape(n, -1)  # (n, C_out*K); free if stored channels-last, untransposed
             self.buffer = coef.new_empty(coef.shape[1], self.bases.shape[1])  # (m, C_out*K)
         else:
-            self.C_out = weight.shape[2]
-            self.w = _nhwc_weight(weight)  # (B, m, C_out, K)
+            B, m, self.C_out = weight.shape[:3]
+            w = weight.permute((0, 1, 4, 5, 3, 2) if transposed else (0, 1, 2, 4, 5, 3)).contiguous()
+            self.w = w.view(B, m, -1, self.C_out) if transposed else w.view(B, m, self.C_out, -1)
 
     def __call__(self, b):
-        """Filters of sample b: (m, C_out, K)."""
+        """Filters of sample b: (m, C_out, K), or (m, K, C_out) when transposed."""
         if not self.mixed:
             return self.w[b]
         torch.mm(self.coef[b], self.bases, out=self.buffer)
-        return self.buffer.view(self.buffer.shape[0], self.C_out, -1)
+        shape = (-1, self.C_out) if self.transposed else (self.C_out, -1)
+        return self.buffer.view(self.buffer.shape[0], *shape)
 
     def grad_buffers(self, need):
         """Allocate the gradient outputs; returns a function giving sample b's (m, C_out, K) gradient buffer."""
@@ -274,29 +294,34 @@ class _Filters:
 
 
 class _RegionConvFast(torch.autograd.Function):
-    """One filter per output pixel: each sample's patches are gathered in region order (one gather of C-long pixel
-    rows) and every region's rows are multiplied by that region's filter only."""
+    """One filter per output pixel: each sample's patches are gathered region by region (one gather of C-long pixel
+    rows) and every region's rows are multiplied by that region's filter only (one bmm over the regions padded to
+    the largest, or one mm per region when padding would waste more than ``PAD_LIMIT``)."""
 
     @staticmethod
     def forward(ctx, x, weight, coef, bases, guide, bias, stride, padding, dilation, out_hw):
-        filters = _Filters(weight, coef, bases)
+        filters = _Filters(weight, coef, bases, transposed=True)
         B, C_out, (Ho, Wo) = x.shape[0], filters.C_out, out_hw
-        L = Ho * Wo
+        L, m = Ho * Wo, guide.shape[1]
         plan = _RegionPlan(guide)
-        patches = _Patches(x, _kernel(weight, bases), stride, padding, dilation, out_hw, plan)
+        patches = _Patches(x, _kernel(weight, bases), stride, padding, dilation, out_hw, plan.src, plan.pos)
         # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
         out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
-        rows, out_sorted = None, x.new_empty(L, C_out)
+        R = max(plan.rows)
+        rows, out_buffer = x.new_empty(R, patches.kk * patches.C), x.new_empty(R, C_out)  # reused by every sample
         for b in range(B):
-            w = filters(b)  # (m, C_out, K)
-            rows = patches.rows(b, rows)  # (L, K) by region, into the previous sample's buffer
-            wt = w.transpose(1, 2)  # (m, K, C_out)
-            for j, rows_j, out_j in plan.split(b, rows, out_sorted):
-                torch.mm(rows_j, wt[j], out=out_j)
+            w = filters(b)  # (m, K, C_out)
+            n = plan.rows[b]
+            rows_b, out_b = patches.rows(b, n, rows), out_buffer[:n]  # (n, K), (n, C_out)
+            if plan.padded[b]:
+                torch.bmm(rows_b.view(m, n // m, -1), w, out=out_b.view(m, n // m, C_out))
+            else:
+                for j, rows_j, out_j in plan.split(b, rows_b, out_b):
+                    torch.mm(rows_j, w[j], out=out_j)
             if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
-                out_sorted.add_(bias)
-            torch.index_select(out_sorted, 0, plan.inverse[b], out=out_rows[b])  # a gather: faster than index_copy_
+                out_b.add_(bias)
+            torch.index_select(out_b, 0, plan.pos[b], out=out_rows[b])  # a gather: faster than index_copy_
         ctx.save_for_backward(x, weight, coef, bases, guide)
         ctx.plan, ctx.conf = plan, (stride, padding, dilation, out_hw)
         return out
@@ -311,7 +336,8 @@ class _RegionConvFast(torch.autograd.Function):
         (B, m), C_out, (H, W) = guide.shape[:2], filters.C_out, x.shape[2:]
         L, C_in = Ho * Wo, x.shape[1]
         kernel = _kernel(weight, bases)
-        patches = _Patches(x, kernel, stride, padding, dilation, (Ho, Wo), plan)  # recomputed: nothing m-times kept
+        # recomputed (nothing m-times was kept), packed in region order
+        patches = _Patches(x, kernel, stride, padding, dilation, (Ho, Wo), plan.order, plan.inverse)
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
         grad_filters = filters.grad_buffers(need_w or need_coef or need_bases)
         (ph, pw), (kh, kw) = padding, kernel
@@ -323,7 +349,7 @@ class _RegionConvFast(torch.autograd.Function):
         rows = grad_rows = grad_patches = go_sorted = None  # buffers reused from sample to sample
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
-            rows = patches.rows(b, rows)  # (L, K) by region
+            rows = patches.rows(b, L, rows)  # (L, K) by region
             go_sorted = torch.index_select(go[b], 0, plan.order[b], out=go_sorted)  # (L, C_out)
             if need_g:  # g_j(p) = sum_o dL/dY[o, p] * (W_j conv X)[o, p] for every region j
                 torch.mm(rows, w.flatten(0, 1).t(), out=resp)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from drconv_yolo import ops
 from drconv_yolo.ops import argmax_regions, output_size, region_aware_conv2d, region_aware_conv2d_mixed
 
 # (B, C_in, C_out, H, W, k, stride, padding, dilation, m)
@@ -18,6 +19,13 @@ SHAPES = [
     (2, 4, 6, 6, 6, 1, 2, 0, 1, 3),  # 1x1 stride 2
 ]
 IDS = [f"B{s[0]}-c{s[1]}-{s[2]}-{s[3]}x{s[4]}-k{s[5]}s{s[6]}p{s[7]}d{s[8]}-m{s[9]}" for s in SHAPES]
+
+
+@pytest.fixture(params=["packed", "padded"])
+def row_layout(request, monkeypatch):
+    """Run a test with the fast forward's rows packed (one mm per region) and padded (one bmm), whatever the counts."""
+    monkeypatch.setattr(ops, "PAD_LIMIT", -1.0 if request.param == "packed" else float("inf"))
+    return request.param
 
 
 def make_inputs(shape, dtype=torch.float64, seed=0, spread=1.0):
@@ -54,6 +62,19 @@ def explicit(x, w, guide, conf):
     return out
 
 
+def test_region_plan_pads_rows_only_within_the_limit_and_maps_every_pixel_to_its_row():
+    # sample 0: regions of 6 and 4 pixels (padding to 2 x 6 rows wastes 20%); sample 1: 8 and 2 (it would waste 60%)
+    region = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1, 0, 0], [0] * 8 + [1] * 2])  # (B=2, L=10)
+    guide = torch.nn.functional.one_hot(region, 2).permute(0, 2, 1).reshape(2, 2, 2, 5).double()
+    plan = ops._RegionPlan(guide)
+    assert plan.counts == [[6, 4], [8, 2]]
+    assert plan.padded == [True, False] and plan.rows == [12, 10]
+    for b in range(2):
+        assert torch.equal(plan.src[b].gather(0, plan.pos[b]), torch.arange(10))  # pixel p sits in row pos[p]
+    assert torch.equal(region[0][plan.src[0, :10]], torch.tensor([0] * 6 + [1] * 4))  # region j from row 6*j
+    assert torch.equal(region[1][plan.src[1, :10]], torch.tensor([0] * 8 + [1] * 2))  # packed
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_reference_forward_equals_per_pixel_definition(shape):
     x, w, guide, _, conf = make_inputs(shape)
@@ -62,7 +83,7 @@ def test_reference_forward_equals_per_pixel_definition(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_fast_matches_reference_float64_output_and_all_grads(shape):
+def test_fast_matches_reference_float64_output_and_all_grads(shape, row_layout):
     x, w, guide, go, conf = make_inputs(shape)
     bias = torch.randn(shape[2], dtype=torch.float64)
     ref, fast = run("reference", x, w, guide, go, conf, bias), run("fast", x, w, guide, go, conf, bias)
@@ -71,7 +92,7 @@ def test_fast_matches_reference_float64_output_and_all_grads(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_mixed_fast_matches_materialised_reference_float64_all_grads(shape):
+def test_mixed_fast_matches_materialised_reference_float64_all_grads(shape, row_layout):
     # the official generator's filters, weight[b, j] = sum_n coef[b, j, n] * bases[n], mixed inside the fast op
     x, w, guide, go, conf = make_inputs(shape)
     B, m, C_out, C_in, k, _ = w.shape
