@@ -1,6 +1,7 @@
 """Layer benchmark: DRConv2d (fast and reference op) against nn.Conv2d of the same c1, c2, k, s, in one process.
 
-Prints a table and writes JSON. Times are medians of repeated runs; ratios are taken against nn.Conv2d (and the
+Prints a table and writes JSON. Times are medians of repeated runs, timed round-robin (conv, fast, reference, conv,
+...) so a drift in machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and the
 fast path against the reference) measured in the same process on the same inputs, so they are comparable across
 machines while absolute times are not. Peak memory of a training step is the high-water mark of the tensors
 allocated during forward + backward (torch profiler memory events on CPU, ``max_memory_allocated`` on CUDA),
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -19,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -65,18 +67,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
+def median_ms(fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1):
+    """Median wall time in milliseconds of each function, timed round-robin (one run of each per round), so a drift
+    in the machine's speed during the measurement affects every function alike and their ratios stay fair."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
@@ -109,7 +114,7 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def bench_shape(c1, c2, size, k, s, batch, regions=8, device="cpu", repeats=5, ref_repeats=3) -> Row:
+def bench_shape(c1, c2, size, k, s, batch, regions=8, device="cpu", repeats=5) -> Row:
     """Measure one shape and batch size; returns a ``Row``."""
     device = torch.device(device)
     conv = nn.Conv2d(c1, c2, k, s, autopad(k)).to(device)
@@ -118,14 +123,14 @@ def bench_shape(c1, c2, size, k, s, batch, regions=8, device="cpu", repeats=5, r
     ref.op.impl = "reference"
     x = torch.randn(batch, c1, size, size, device=device)
     xg = x.clone().requires_grad_(True)
+    modules = {"conv": conv, "fast": fast, "ref": ref}
     row = {}
-    for name, mod in (("conv", conv), ("fast", fast), ("ref", ref)):
-        reps = ref_repeats if name == "ref" else repeats
-        with torch.no_grad():
-            row[f"{name}_infer_ms"] = median_ms(lambda mod=mod: mod(x), device, reps)
-        step = _train_step(mod, xg)
-        row[f"{name}_train_ms"] = median_ms(step, device, reps)
-        row[f"{name}_train_peak_mb"] = peak_mb(step, device)
+    with torch.no_grad():
+        infer = median_ms({name: functools.partial(mod, x) for name, mod in modules.items()}, device, repeats)
+    train = median_ms({name: _train_step(mod, xg) for name, mod in modules.items()}, device, repeats)
+    for name, mod in modules.items():
+        row[f"{name}_infer_ms"], row[f"{name}_train_ms"] = infer[name], train[name]
+        row[f"{name}_train_peak_mb"] = peak_mb(_train_step(mod, xg), device)
     return Row(c1, c2, size, k, s, batch, **row)
 
 
@@ -201,7 +206,7 @@ def run(
     for batch in batches:
         for c1, c2, size, k, s in shapes:
             log(f"[{len(rows) + 1}/{total}] {c1}->{c2} @{size} k{k} s{s} batch {batch} ...", flush=True)
-            rows.append(bench_shape(c1, c2, size, k, s, batch, regions, device, repeats, max(1, repeats // 2)))
+            rows.append(bench_shape(c1, c2, size, k, s, batch, regions, device, repeats))
     payload = {
         "environment": environment(),
         "settings": {"regions": regions, "device": str(device), "repeats": repeats, "dtype": "float32"},
