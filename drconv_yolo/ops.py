@@ -11,9 +11,10 @@ Three implementations stand behind the one call and agree to floating-point tole
     The definition, kept readable for tests: computes all ``m`` responses with ``F.conv2d`` and selects one per
     pixel. ``m`` times the MACs and activation memory of a standard conv.
 ``fast`` (default)
-    Gathers each sample's patches sorted by region and multiplies every region's rows by that region's filter only,
-    so the forward costs the MACs of one standard conv. Backward recomputes the patches from the input (nothing of
-    size ``m`` x activation is saved) and works one sample at a time.
+    Gathers each sample's patches sorted by region and multiplies every region's rows by that region's filter only
+    (one bmm over the regions padded to the largest, or one mm per region when they are too unequal), so the forward
+    costs the MACs of one standard conv. Backward recomputes the patches from the input (nothing of size ``m`` x
+    activation is saved) and works one sample at a time.
 ``onnx``
     Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
     chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
@@ -345,15 +346,22 @@ class _RegionConvFast(torch.autograd.Function):
             grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
             grad_padded = x.new_empty(H + 2 * ph, W + 2 * pw, C_in)  # (Hp, Wp, C_in)
         g = x.new_empty(B, L, m) if need_g else None  # (B, L, m)
-        resp = x.new_empty(L, m * C_out) if need_g else None  # the only m-times term: one sample's, reused
+        # the only m-times term, (rows, m, C_out), taken max(L/m, 2048) rows at a time: at most one sample's output
+        # size for large maps, one efficient mm for small ones
+        step = min(L, max(-(-L // m), 2048))
+        resp, g_sorted = (x.new_empty(step, m * C_out), x.new_empty(L, m)) if need_g else (None, None)
         rows = grad_rows = grad_patches = go_sorted = None  # buffers reused from sample to sample
         for b in range(B):
             w = filters(b)  # (m, C_out, K)
             rows = patches.rows(b, L, rows)  # (L, K) by region
             go_sorted = torch.index_select(go[b], 0, plan.order[b], out=go_sorted)  # (L, C_out)
             if need_g:  # g_j(p) = sum_o dL/dY[o, p] * (W_j conv X)[o, p] for every region j
-                torch.mm(rows, w.flatten(0, 1).t(), out=resp)
-                g[b] = resp.view(L, m, C_out).mul_(go_sorted.unsqueeze(1)).sum(2).index_select(0, plan.inverse[b])
+                for i in range(0, L, step):
+                    part = torch.mm(rows[i : i + step], w.flatten(0, 1).t(), out=resp[: min(step, L - i)])
+                    torch.sum(
+                        part.view(-1, m, C_out).mul_(go_sorted[i : i + step, None]), 2, out=g_sorted[i : i + step]
+                    )
+                torch.index_select(g_sorted, 0, plan.inverse[b], out=g[b])
             gw = grad_filters(b) if grad_filters else None  # (m, C_out, K)
             if gw is not None:
                 for j, n in enumerate(plan.counts[b]):
