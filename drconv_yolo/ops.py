@@ -367,12 +367,12 @@ class _RegionConvFast(torch.autograd.Function):
                 for j, n in enumerate(plan.counts[b]):
                     if not n:
                         gw[j].zero_()  # an empty region gets no gradient
-            if need_x and grad_rows is None:
-                grad_rows = torch.empty_like(rows)
-            for j, go_j, rows_j, grad_rows_j in plan.split(b, go_sorted, rows, grad_rows if need_x else rows):
-                if gw is not None:
+            if gw is not None:
+                for j, go_j, rows_j in plan.split(b, go_sorted, rows):
                     torch.mm(go_j.t(), rows_j, out=gw[j])
-                if need_x:
+            if need_x:
+                grad_rows = torch.empty_like(rows) if grad_rows is None else grad_rows
+                for j, go_j, grad_rows_j in plan.split(b, go_sorted, grad_rows):
                     torch.mm(go_j, w[j], out=grad_rows_j)
             if gw is not None:
                 filters.reduce_grad(b)
