@@ -342,6 +342,7 @@ class _RegionConvFast(torch.autograd.Function):
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
         grad_filters = filters.grad_buffers(need_w or need_coef or need_bases)
         (ph, pw), (kh, kw) = padding, kernel
+        grad_x = None
         if need_x:  # channels-last; each sample is accumulated in a small zero-padded buffer, then copied in once
             grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
             grad_padded = x.new_empty(H + 2 * ph, W + 2 * pw, C_in)  # (Hp, Wp, C_in)
@@ -356,8 +357,9 @@ class _RegionConvFast(torch.autograd.Function):
             rows = patches.rows(b, L, rows)  # (L, K) by region
             go_sorted = torch.index_select(go[b], 0, plan.order[b], out=go_sorted)  # (L, C_out)
             if need_g:  # g_j(p) = sum_o dL/dY[o, p] * (W_j conv X)[o, p] for every region j
+                w_all = w.flatten(0, 1).t()  # (K, m*C_out)
                 for i in range(0, L, step):
-                    part = torch.mm(rows[i : i + step], w.flatten(0, 1).t(), out=resp[: min(step, L - i)])
+                    part = torch.mm(rows[i : i + step], w_all, out=resp[: min(step, L - i)])
                     torch.sum(
                         part.view(-1, m, C_out).mul_(go_sorted[i : i + step, None]), 2, out=g_sorted[i : i + step]
                     )
@@ -367,7 +369,6 @@ class _RegionConvFast(torch.autograd.Function):
                 for j, n in enumerate(plan.counts[b]):
                     if not n:
                         gw[j].zero_()  # an empty region gets no gradient
-            if gw is not None:
                 for j, go_j, rows_j in plan.split(b, go_sorted, rows):
                     torch.mm(go_j.t(), rows_j, out=gw[j])
             if need_x:
@@ -389,8 +390,6 @@ class _RegionConvFast(torch.autograd.Function):
         )
         if need_bias:
             grad_bias = go.sum((0, 1))
-        if not need_x:
-            grad_x = None
         if need_g:
             grad_guide = _guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
         return grad_x, grad_weight, grad_coef, grad_bases, grad_guide, grad_bias, None, None, None, None
