@@ -33,6 +33,8 @@ def __dir__():
     return sorted(__all__)
 
 
-from . import _startup  # noqa: E402  (registers on Ultralytics' import in this process; cheap, never raises)
+from . import _startup  # noqa: E402
 
+# The package runs before any of its submodules: loading a checkpoint imports drconv_yolo.modules, hence this first,
+# so a process that already uses Ultralytics gets DRConv registered here, without the layers knowing the integration.
 _startup.install()

@@ -4,7 +4,8 @@ The package installs ``drconv_yolo_startup.pth`` (and, for Python >= 3.15, ``drc
 site-packages; at interpreter start-up it calls ``install()``, which puts a tiny finder at the front of
 ``sys.meta_path``. The moment ``ultralytics.nn.tasks`` finishes executing, the finder's loader calls
 ``drconv_yolo.plugin.register()``. Nothing here imports torch or Ultralytics, nothing here raises, and
-``DRCONV_YOLO_AUTOLOAD=0`` turns it off.
+``DRCONV_YOLO_AUTOLOAD=0`` turns the finder off. The package's ``__init__`` calls ``install()`` too, which registers
+at once when Ultralytics is already loaded: that is how loading a DRConv checkpoint registers.
 """
 
 import os
@@ -66,12 +67,13 @@ class Finder:
 
 
 def install() -> None:
-    """Install the finder (idempotent); register now if Ultralytics' tasks module is already loaded."""
+    """Register now if Ultralytics' tasks module is already loaded (importing the package, as loading a DRConv
+    checkpoint does, asks for DRConv); else install the finder (idempotent) unless DRCONV_YOLO_AUTOLOAD=0."""
     try:
-        if not enabled():
-            return
         if TARGET in sys.modules:
             _register()
+            return
+        if not enabled():
             return
         if not any(isinstance(f, Finder) for f in sys.meta_path):
             sys.meta_path.insert(0, Finder())

@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 
+DEFAULT_REGIONS = 8  # m, the paper's choice for classification and detection
+DEFAULT_BASES = 8  # n base kernels of the official generator, as in the authors' code
+
+
 def autopad(k: int, p: Optional[int] = None, d: int = 1) -> int:
     """Same-shape padding for an odd kernel, as Ultralytics' ``autopad``."""
     return d * (k - 1) // 2 if p is None else p
@@ -90,7 +94,7 @@ class OfficialFilterGenerator(nn.Module):
         bases (int): Number of shared base kernels n.
     """
 
-    def __init__(self, c1: int, c2: int, k: int, regions: int, bases: int = 8):
+    def __init__(self, c1: int, c2: int, k: int, regions: int, bases: int = DEFAULT_BASES):
         super().__init__()
         if bases < 1:
             raise ValueError(f"OfficialFilterGenerator: bases must be >= 1, got {bases}")
@@ -231,7 +235,20 @@ class DRConv2d(nn.Module):
         **generator_kwargs: Passed to the generator (``bases`` for official, ``hidden`` for paper).
     """
 
-    _version = 1  # state-dict layout version; bump and migrate in _load_from_state_dict when it changes
+    # State-dict layout version (torch keeps it in the state dict's metadata). Version 1 is the only layout so far;
+    # a state dict of a newer layout is refused by name rather than loaded wrongly. When the layout changes, bump
+    # this and convert the older layouts in _load_from_state_dict.
+    _version = 1
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
+        version = local_metadata.get("version")
+        if version is not None and version > self._version:
+            error_msgs.append(
+                f"{prefix.rstrip('.') or 'DRConv2d'}: state-dict layout version {version} was written by a newer "
+                f"drconv-yolo (this one reads version {self._version}); upgrade drconv-yolo"
+            )
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs)
 
     def __init__(
         self,
@@ -241,7 +258,7 @@ class DRConv2d(nn.Module):
         s: int = 1,
         p: Optional[int] = None,
         d: int = 1,
-        regions: int = 8,
+        regions: int = DEFAULT_REGIONS,
         bias: bool = True,
         generator: str = "official",
         impl: str = "auto",
@@ -326,7 +343,7 @@ class DRConv(nn.Module):
 
     default_act = nn.SiLU()
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True, regions=8, **kwargs):
+    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True, regions=DEFAULT_REGIONS, **kwargs):
         super().__init__()
         if g != 1:
             raise ValueError(f"DRConv: groups g={g} is not supported (only g=1); use Conv for grouped convolutions")
@@ -349,16 +366,3 @@ class DRConv(nn.Module):
             del self.bn
             self.forward = self.forward_fuse
         return self
-
-
-def _register_if_ultralytics_loaded() -> None:
-    """Loading a DRConv checkpoint imports this module: register then, if Ultralytics is in use (no import of it)."""
-    import sys
-
-    if "ultralytics.nn.tasks" in sys.modules:
-        from .plugin import register
-
-        register()
-
-
-_register_if_ultralytics_loaded()

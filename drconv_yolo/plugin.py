@@ -15,9 +15,10 @@
   are counted by thop's own rules, so ``model.info()`` GFLOPs include all of DRConv.
 - torch's safe globals: ``ULTRALYTICS_SAFE_LOAD=1`` (``weights_only=True``) loads DRConv checkpoints.
 
-Registration normally happens by itself: importing ``drconv_yolo.modules`` (which every DRConv checkpoint load does)
-registers when Ultralytics is loaded, and the start-up hook (``drconv_yolo._startup``) registers every process the
-moment Ultralytics' ``tasks`` module is imported.
+Registration normally happens by itself: importing the package (which every DRConv checkpoint load does, its
+``__init__`` first) registers when Ultralytics is loaded, and the start-up hook (``drconv_yolo._startup``) registers
+every process the moment Ultralytics' ``tasks`` module is imported. Dependencies point one way: this module uses the
+layers (``drconv_yolo.modules``); the layers never import it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+from .modules import (
+    DEFAULT_REGIONS,
+    DRConv,
+    DRConv2d,
+    GlobalAvgPool,
+    OfficialFilterGenerator,
+    PaperFilterGenerator,
+    RegionAwareConv,
+)
+
 __all__ = ["register", "unregister", "is_registered", "bundled_cfg_dir", "DRConvYAMLError"]
 
 _LOCK = threading.RLock()
@@ -37,9 +52,11 @@ _ORIGINALS: Dict[tuple, Any] = {}  # (owner, attribute) -> original value, for u
 _MARK = "_drconv_yolo_patched"
 DRCONV_ARGS = ("c2", "k", "s", "regions", "kwargs")  # what a DRConv YAML row may hold, in order
 DRCONV_KWARGS = ("generator", "bases", "hidden", "impl")
+# the row format of Ultralytics' layer table (ultralytics/nn/tasks.py, parse_model), so a DRConv row lines up
+LAYER_ROW = "{i:>3}{f!s:>20}{n:>3}{np:10.0f}  {t:<45}{args!s:<30}"
 
 
-class DRConvYAMLError(ValueError):
+class DRConvYAMLError(UserError, ValueError):
     """A DRConv row of a model YAML has a wrong argument; the message names the layer index and the argument."""
 
 
@@ -73,7 +90,7 @@ def _check_row(index: int, args: Any) -> dict:
         raise fail(f"argument 'c2' must be a positive int, got {c2!r}")
     k = args[1] if len(args) > 1 else 1
     s = args[2] if len(args) > 2 else 1
-    regions = args[3] if len(args) > 3 else 8
+    regions = args[3] if len(args) > 3 else DEFAULT_REGIONS
     kwargs = args[4] if len(args) > 4 else {}
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
         raise fail(f"argument 'k' must be an odd int >= 1, got {k!r}")
@@ -88,10 +105,6 @@ def _check_row(index: int, args: Any) -> dict:
 
 def _swap(proxy, settings: dict):
     """Build the DRConv (or Sequential of them) that replaces a built proxy Conv (or Sequential of Convs)."""
-    import torch.nn as nn
-
-    from .modules import DRConv
-
     def one(conv):
         c = conv.conv
         return DRConv(
@@ -148,24 +161,23 @@ def _wrap_parse_model(original):
         for i, extra in settings.items():
             model[i] = _swap(model[i], extra)
         for line in buffer.lines:
-            logger.info(_fix_table_line(line, model, settings))
+            row = re.match(r"^\s*(\d+)\s", line)
+            i = int(row.group(1)) if row else -1
+            logger.info(_table_row(i, model[i], settings[i]) if i in settings else line)
         return model, save
 
     setattr(parse_model, _MARK, True)
     return parse_model
 
 
-def _fix_table_line(line: str, model, settings: dict) -> str:
-    """Rewrite a layer-table row of a swapped layer: DRConv's type, its parameter count, regions in the args."""
-    match = re.match(r"^\s*(\d+)\s", line)
-    if not match or int(match.group(1)) not in settings or len(line) < 36:
-        return line
-    i = int(match.group(1))
-    layer = model[i]
-    args = line[83:].strip() if len(line) > 83 else ""
-    if args.endswith("]"):
-        args = f"{args[:-1]}, regions={settings[i]['regions']}]"
-    return f"{line[:26]}{layer.np:10.0f}  {layer.type:<45}{args:<30}"
+def _table_row(i: int, layer, settings: dict) -> str:
+    """The layer-table row of a swapped layer, in Ultralytics' own format: DRConv's type and real parameter count,
+    its settings in the arguments."""
+    layers = list(layer) if isinstance(layer, nn.Sequential) else [layer]
+    c = layers[0].conv
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
+    args = f"[{c.c1}, {c.c2}, {c.k}, {c.s}, {shown}]"
+    return LAYER_ROW.format(i=i, f=layer.f, n=len(layers), np=layer.np, t=layer.type, args=args)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -195,8 +207,6 @@ def _wrap_yaml_model_load(original):
 def _wrap_fuse(original):
     @functools.wraps(original)
     def fuse(self, *args, **kwargs):
-        from .modules import DRConv
-
         for m in self.modules():
             if isinstance(m, DRConv):
                 m.fuse()
@@ -225,10 +235,6 @@ def start_drconv_from_pretrained(model, weights, verbose: bool = True) -> List[s
         weights (dict | nn.Module): Checkpoint dict (``ema``/``model``) or model the weights come from.
         verbose (bool): Log what was initialised and what started from scratch.
     """
-    import torch
-
-    from .modules import DRConv
-
     source = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
     state = {k: v for k, v in source.state_dict().items()}
     started, scratch = [], []
@@ -271,8 +277,6 @@ def count_region_aware_conv(module, inputs, output) -> None:
 
 
 def _safe_classes():
-    from .modules import DRConv, DRConv2d, GlobalAvgPool, OfficialFilterGenerator, PaperFilterGenerator, RegionAwareConv
-
     return [DRConv, DRConv2d, RegionAwareConv, OfficialFilterGenerator, PaperFilterGenerator, GlobalAvgPool]
 
 
@@ -290,7 +294,6 @@ def _patch(owner, name: str, wrap) -> None:
 def register() -> bool:
     """Patch Ultralytics in this process so DRConv works everywhere (idempotent). Returns True when active."""
     with _LOCK:
-        import torch
         import ultralytics.nn.tasks as tasks
 
         _patch(tasks, "parse_model", _wrap_parse_model)
@@ -304,10 +307,7 @@ def register() -> bool:
         _patch(tasks.BaseModel, "fuse", _wrap_fuse)
         _patch(tasks.BaseModel, "load", _wrap_load)
         try:
-            import torch.nn as nn
             from thop.profile import register_hooks
-
-            from .modules import GlobalAvgPool, RegionAwareConv
 
             rules = {RegionAwareConv: count_region_aware_conv, GlobalAvgPool: register_hooks.get(nn.AdaptiveAvgPool2d)}
             for module_type, rule in rules.items():
@@ -330,8 +330,8 @@ def unregister() -> None:
             else:
                 setattr(owner, name, original)
         _ORIGINALS.clear()
-        serialization = sys.modules["torch"].serialization if "torch" in sys.modules else None
-        if serialization is not None and hasattr(serialization, "get_safe_globals"):
+        serialization = torch.serialization
+        if hasattr(serialization, "get_safe_globals"):
             ours = set(_safe_classes())
             kept = [g for g in serialization.get_safe_globals() if (g[0] if isinstance(g, tuple) else g) not in ours]
             serialization.clear_safe_globals()

@@ -19,26 +19,26 @@ Every file is written to a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .cli import HelpFormatter, key_value_options
+from .errors import UserError
+from .io import atomic_path, atomic_write_json
 
-__all__ = ["LayerRegions", "RegionsError", "build_parser", "capture_regions", "draw_regions", "letterbox", "main"]
+__all__ = ["LayerRegions", "RegionsError", "capture_regions", "draw_regions", "letterbox"]
 
 MIN_SIDE = 640  # per-layer PNGs are enlarged by an integer factor until the long side reaches this
 LEGEND_PX = 110  # height of the legend band under the image in a per-layer PNG
 DPI = 100
+DEFAULT_IMGSZ = 640  # when neither the caller nor the checkpoint gives one: Ultralytics' default
 
 
-class RegionsError(Exception):
+class RegionsError(UserError):
     """A problem with the user's input (model, image, no DRConv layer): exit status 2."""
 
 
@@ -104,9 +104,7 @@ def load_model(model: str | os.PathLike):
     from ultralytics import YOLO
 
     from drconv_yolo.modules import DRConv
-    from drconv_yolo.plugin import register
 
-    register()
     path = Path(model)
     if path.suffix == ".pt" and not path.is_file():
         raise RegionsError(f"model file not found: {model}")
@@ -268,13 +266,11 @@ def _atomic_savefig(fig, path: Path) -> None:
     """Save a figure as PNG through a temporary name, then close it."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def draw_layer(image: np.ndarray, lr: LayerRegions, path: Path, alpha: float = 0.5) -> tuple[int, int]:
@@ -364,13 +360,11 @@ def draw_regions(
     Raises:
         RegionsError: If the model or image is missing/unreadable or the model has no DRConv layer.
     """
-    from drconv_yolo.data._io import atomic_write_json
-
     if not 0 <= alpha <= 1:
         raise RegionsError(f"alpha must be in [0, 1], got {alpha}")
     net, train_imgsz = load_model(model)
     im = read_image(source)
-    imgsz = int(imgsz or train_imgsz or 640)
+    imgsz = int(imgsz or train_imgsz or DEFAULT_IMGSZ)
     stride = max(int(net.stride.max()), 32) if hasattr(net, "stride") else 32
     boxed = letterbox(im, imgsz, stride)
     layers = capture_regions(net, boxed, device)
@@ -383,9 +377,8 @@ def draw_regions(
     grid = out / "regions_grid.png"
     draw_grid(boxed, layers, grid, alpha)
     npz = out / "regions.npz"
-    tmp = out / f".regions.tmp-{os.getpid()}.npz"
-    np.savez_compressed(tmp, **{f"layer{lr.index}": lr.regions_map for lr in layers})
-    os.replace(tmp, npz)
+    with atomic_path(npz) as tmp:
+        np.savez_compressed(tmp, **{f"layer{lr.index}": lr.regions_map for lr in layers})
     result = {
         "model": str(model),
         "source": str(source),
@@ -399,68 +392,3 @@ def draw_regions(
     atomic_write_json(out / "regions.json", result, indent=1)
     result["maps"] = {lr.index: lr.regions_map for lr in layers}
     return result
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``regions`` parser (keys as ``key=value`` or ``--key value``)."""
-    p = argparse.ArgumentParser(
-        prog="drconv-yolo regions",
-        usage="drconv-yolo regions model=WEIGHTS.pt source=IMAGE [out=DIR] [imgsz=N] [device=cpu] [alpha=0.5]",
-        description=(
-            "Draw what each DRConv layer learned: the region its guide conv picks at every output pixel, over the "
-            "letterboxed image, one PNG per DRConv layer plus a grid (and regions.npz / regions.json). Keys are "
-            "given as key=value or --key value."
-        ),
-        epilog="example: drconv-yolo regions model=runs/demo/runs/yolov8n-drconv/seed0/weights/best.pt "
-        "source=datasets/synthetic/images/val/000001.jpg out=runs/regions",
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="trained weights (.pt) or model YAML with DRConv layers")
-    p.add_argument("--source", required=True, help="image file")
-    p.add_argument("--out", default="runs/regions", help="output folder")
-    p.add_argument(
-        "--imgsz",
-        type=int,
-        default=None,
-        help="inference size (letterboxed like predict); default the model's training imgsz, else 640",
-    )
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda:0, ...")
-    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the region colours over the image")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``drconv-yolo regions ...``; returns the exit status (0, or 2 for a usage or input error).
-
-    Args:
-        argv: Arguments after ``regions``.
-
-    Returns:
-        Exit status.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(key_value_options(argv))
-    try:
-        result = draw_regions(args.model, args.source, args.out, args.imgsz, args.device, args.alpha)
-    except RegionsError as e:
-        print(f"drconv-yolo regions: error: {e}", file=sys.stderr)
-        return 2
-    h, w = result["input_shape"]
-    print(f"regions: {len(result['layers'])} DRConv layer(s), input {h}x{w}")
-    for layer in result["layers"]:
-        shares = ", ".join(f"{j}:{layer['share'][j] * 100:.1f}%" for j in layer["used"])
-        print(
-            f"  {layer['name']:<12} {layer['out_shape'][1]}x{layer['out_shape'][2]}  "
-            f"{len(layer['used'])}/{layer['regions']} regions used  [{shares}]  -> {layer['png']}"
-        )
-    print(f"grid: {result['grid']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

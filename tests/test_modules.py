@@ -109,6 +109,14 @@ def test_state_dict_records_layout_version():
     assert meta[""]["version"] == DRConv2d._version == 1
 
 
+def test_state_dict_of_a_newer_layout_is_refused_by_name():
+    block = torch.nn.Sequential(DRConv2d(4, 4, 3))
+    state = block.state_dict()
+    state._metadata["0"]["version"] = DRConv2d._version + 1
+    with pytest.raises(RuntimeError, match=r"0: state-dict layout version 2 was written by a newer drconv-yolo"):
+        torch.nn.Sequential(DRConv2d(4, 4, 3)).load_state_dict(state)
+
+
 def test_half_module_forward_close_to_float32():
     layer = DRConv(8, 16, 3, regions=4).eval()
     x = torch.randn(2, 8, 12, 12)

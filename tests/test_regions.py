@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from drconv_yolo import cli
 from drconv_yolo import regions as reg
 
 N_DRCONV = 6  # yolov8n-drconv.yaml: 4 backbone + 2 neck stride-2 convs
@@ -62,7 +63,7 @@ def _guide_argmax(weights, boxed):
 
 def test_regions_draw_one_png_per_layer_and_a_grid(weights, image, tmp_path, capsys):
     out = tmp_path / "regions"
-    assert reg.main([f"model={weights}", f"source={image}", f"out={out}", "imgsz=96"]) == 0
+    assert cli.main(["regions", f"model={weights}", f"source={image}", f"out={out}", "imgsz=96"]) == 0
     log = capsys.readouterr().out
     assert f"{N_DRCONV} DRConv layer(s), input 64x96" in log  # 48x80 scaled to 96 wide, padded to stride 32
     summary = json.loads((out / "regions.json").read_text())
@@ -115,17 +116,17 @@ def test_clear_errors(weights, image, tmp_path, capsys):
     from ultralytics import YOLO
 
     missing = tmp_path / "missing.pt"
-    assert reg.main([f"model={missing}", f"source={image}", f"out={tmp_path / 'o'}"]) == 2
+    assert cli.main(["regions", f"model={missing}", f"source={image}", f"out={tmp_path / 'o'}"]) == 2
     assert "model file not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    assert reg.main([f"model={weights}", f"source={bad}", f"out={tmp_path / 'o'}"]) == 2
+    assert cli.main(["regions", f"model={weights}", f"source={bad}", f"out={tmp_path / 'o'}"]) == 2
     err = capsys.readouterr().err
     assert "cannot read image" in err and "bad.jpg" in err
-    assert reg.main([f"model={weights}", f"source={tmp_path / 'nothere.jpg'}", f"out={tmp_path / 'o'}"]) == 2
+    assert cli.main(["regions", f"model={weights}", f"source={tmp_path / 'nothere.jpg'}", f"out={tmp_path / 'o'}"]) == 2
     assert "image not found" in capsys.readouterr().err
     plain = tmp_path / "plain.pt"
     YOLO("yolov8n.yaml").save(plain)
-    assert reg.main([f"model={plain}", f"source={image}", f"out={tmp_path / 'o'}"]) == 2
+    assert cli.main(["regions", f"model={plain}", f"source={image}", f"out={tmp_path / 'o'}"]) == 2
     assert "has no DRConv layer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

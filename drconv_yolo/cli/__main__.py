@@ -1,0 +1,7 @@
+"""``python -m drconv_yolo.cli ...`` is ``drconv-yolo ...``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
