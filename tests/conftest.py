@@ -13,9 +13,23 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import torch
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(
+    params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _cuda(), reason="needs CUDA"))]
+)
+def device(request):
+    """Every device the op runs on: always "cpu", plus "cuda" where available (skipped otherwise)."""
+    return request.param

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drconv_yolo import ops
-from drconv_yolo.ops import argmax_regions, output_size, region_aware_conv2d, region_aware_conv2d_mixed
+from drconv_yolo.ops import argmax_regions, fast, output_size, region_aware_conv2d, region_aware_conv2d_mixed
 
 # (B, C_in, C_out, H, W, k, stride, padding, dilation, m)
 SHAPES = [
@@ -24,11 +23,12 @@ IDS = [f"B{s[0]}-c{s[1]}-{s[2]}-{s[3]}x{s[4]}-k{s[5]}s{s[6]}p{s[7]}d{s[8]}-m{s[9
 @pytest.fixture(params=["packed", "padded"])
 def row_layout(request, monkeypatch):
     """Run a test with the fast forward's rows packed (one mm per region) and padded (one bmm), whatever the counts."""
-    monkeypatch.setattr(ops, "PAD_LIMIT", -1.0 if request.param == "packed" else float("inf"))
+    monkeypatch.setattr(fast, "PAD_LIMIT", -1.0 if request.param == "packed" else float("inf"))
     return request.param
 
 
-def make_inputs(shape, dtype=torch.float64, seed=0, spread=1.0):
+def make_inputs(shape, dtype=torch.float64, seed=0, spread=1.0, device="cpu"):
+    """(x, weight, guide, dL/dY, (stride, padding, dilation)) on ``device``, the same numbers on every device."""
     B, C, Co, H, W, k, s, p, d, m = shape
     g = torch.Generator().manual_seed(seed)
     Ho, Wo = output_size(H, k, s, p, d), output_size(W, k, s, p, d)
@@ -36,7 +36,7 @@ def make_inputs(shape, dtype=torch.float64, seed=0, spread=1.0):
     w = torch.randn(B, m, Co, C, k, k, generator=g, dtype=dtype) / (C * k * k) ** 0.5
     guide = torch.randn(B, m, Ho, Wo, generator=g, dtype=dtype) * spread
     go = torch.randn(B, Co, Ho, Wo, generator=g, dtype=dtype)
-    return x, w, guide, go, (s, p, d)
+    return (*(t.to(device) for t in (x, w, guide, go)), (s, p, d))
 
 
 def run(impl, x, w, guide, go, conf, bias=None):
@@ -54,7 +54,7 @@ def explicit(x, w, guide, conf):
     s, p, d = conf
     B, m = w.shape[:2]
     region = guide.argmax(1)  # (B, Ho, Wo)
-    out = torch.zeros(B, w.shape[2], *guide.shape[2:], dtype=x.dtype)
+    out = torch.zeros(B, w.shape[2], *guide.shape[2:], dtype=x.dtype, device=x.device)
     for b in range(B):
         for j in range(m):
             full = F.conv2d(x[b : b + 1], w[b, j], None, s, p, d)[0]
@@ -66,7 +66,7 @@ def test_region_plan_pads_rows_only_within_the_limit_and_maps_every_pixel_to_its
     # sample 0: regions of 6 and 4 pixels (padding to 2 x 6 rows wastes 20%); sample 1: 8 and 2 (it would waste 60%)
     region = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1, 0, 0], [0] * 8 + [1] * 2])  # (B=2, L=10)
     guide = torch.nn.functional.one_hot(region, 2).permute(0, 2, 1).reshape(2, 2, 2, 5).double()
-    plan = ops._RegionPlan(guide)
+    plan = fast._RegionPlan(guide)
     assert plan.counts == [[6, 4], [8, 2]]
     assert plan.padded == [True, False] and plan.rows == [12, 10]
     for b in range(2):
@@ -76,30 +76,31 @@ def test_region_plan_pads_rows_only_within_the_limit_and_maps_every_pixel_to_its
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_reference_forward_equals_per_pixel_definition(shape):
-    x, w, guide, _, conf = make_inputs(shape)
+def test_reference_forward_equals_per_pixel_definition(shape, device):
+    x, w, guide, _, conf = make_inputs(shape, device=device)
     y = region_aware_conv2d(x, w, guide, *conf, impl="reference")
     torch.testing.assert_close(y, explicit(x, w, guide, conf), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_fast_matches_reference_float64_output_and_all_grads(shape, row_layout):
-    x, w, guide, go, conf = make_inputs(shape)
-    bias = torch.randn(shape[2], dtype=torch.float64)
+def test_fast_matches_reference_float64_output_and_all_grads(shape, row_layout, device):
+    x, w, guide, go, conf = make_inputs(shape, device=device)
+    bias = torch.randn(shape[2], dtype=torch.float64).to(device)
     ref, fast = run("reference", x, w, guide, go, conf, bias), run("fast", x, w, guide, go, conf, bias)
     for name, a, b in zip(("output", "d_input", "d_weight", "d_guide", "d_bias"), fast, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_mixed_fast_matches_materialised_reference_float64_all_grads(shape, row_layout):
+def test_mixed_fast_matches_materialised_reference_float64_all_grads(shape, row_layout, device):
     # the official generator's filters, weight[b, j] = sum_n coef[b, j, n] * bases[n], mixed inside the fast op
-    x, w, guide, go, conf = make_inputs(shape)
+    x, w, guide, go, conf = make_inputs(shape, device=device)
     B, m, C_out, C_in, k, _ = w.shape
     g = torch.Generator().manual_seed(1)
     coef = torch.rand(B, m, 3, generator=g, dtype=torch.float64)
     bases = torch.randn(3, C_out, C_in, k, k, generator=g, dtype=torch.float64) / (C_in * k * k) ** 0.5
     bias = torch.randn(C_out, generator=g, dtype=torch.float64)
+    coef, bases, bias = coef.to(device), bases.to(device), bias.to(device)
 
     def grads(impl):
         leaves = [t.clone().requires_grad_(True) for t in (x, coef, bases, guide, bias)]
@@ -130,8 +131,8 @@ def test_fast_matches_reference_float32(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_onnx_path_matches_reference_forward_and_input_weight_grads(shape):
-    x, w, guide, go, conf = make_inputs(shape)
+def test_onnx_path_matches_reference_forward_and_input_weight_grads(shape, device):
+    x, w, guide, go, conf = make_inputs(shape, device=device)
     onnx, ref = run("onnx", x, w, guide, go, conf), run("reference", x, w, guide, go, conf)
     for a, b in zip(onnx[:3], ref[:3]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
@@ -139,9 +140,9 @@ def test_onnx_path_matches_reference_forward_and_input_weight_grads(shape):
 
 
 @pytest.mark.parametrize("impl", ["fast", "reference"])
-def test_gradcheck_input_and_weight_with_fixed_argmax_float64(impl):
+def test_gradcheck_input_and_weight_with_fixed_argmax_float64(impl, device):
     # guide logits far apart: finite differences never flip a region, so the gradient is the true one
-    x, w, guide, _, conf = make_inputs(SHAPES[1], spread=50.0)
+    x, w, guide, _, conf = make_inputs(SHAPES[1], spread=50.0, device=device)
     x.requires_grad_(True)
     w.requires_grad_(True)
     assert torch.autograd.gradcheck(
@@ -151,9 +152,9 @@ def test_gradcheck_input_and_weight_with_fixed_argmax_float64(impl):
 
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4]], ids=[IDS[0], IDS[4]])
-def test_guide_gradient_is_softmax_surrogate(impl, shape):
+def test_guide_gradient_is_softmax_surrogate(impl, shape, device):
     # the paper's surrogate is the exact gradient of the soft assignment sum_j softmax(guide)_j * (W_j conv x)
-    x, w, guide, go, conf = make_inputs(shape)
+    x, w, guide, go, conf = make_inputs(shape, device=device)
     s, p, d = conf
     responses = torch.stack(
         [
@@ -168,8 +169,8 @@ def test_guide_gradient_is_softmax_surrogate(impl, shape):
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_gradients_flow_only_through_selected_region():
-    x, w, guide, go, conf = make_inputs(SHAPES[0])
+def test_gradients_flow_only_through_selected_region(device):
+    x, w, guide, go, conf = make_inputs(SHAPES[0], device=device)
     guide = guide.clone()
     guide[:, 1] = 100.0  # region 1 everywhere
     _, _, dw, _ = run("fast", x, w, guide, go, conf)
@@ -178,8 +179,8 @@ def test_gradients_flow_only_through_selected_region():
 
 
 @pytest.mark.parametrize("impl", ["fast", "reference", "onnx"])
-def test_ties_resolve_as_torch_argmax(impl):
-    x, w, guide, _, conf = make_inputs(SHAPES[0])
+def test_ties_resolve_as_torch_argmax(impl, device):
+    x, w, guide, _, conf = make_inputs(SHAPES[0], device=device)
     guide = torch.zeros_like(guide)
     guide[0, 2, 0, 0] = 1.0  # one pixel picks region 2; every other pixel is a full tie -> region 0
     y = region_aware_conv2d(x, w, guide, *conf, impl=impl)
@@ -215,7 +216,7 @@ def test_guide_softmax_runs_in_float32_for_half_logits():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fp16_autocast_cuda_matches_float32():
-    x, w, guide, go, conf = (t.cuda() if torch.is_tensor(t) else t for t in make_inputs(SHAPES[0], torch.float32))
+    x, w, guide, go, conf = make_inputs(SHAPES[0], torch.float32, device="cuda")
     full = run("fast", x, w, guide, go, conf)
     with torch.autocast("cuda", dtype=torch.float16):
         low = run("fast", x, w, guide, go, conf)
@@ -225,8 +226,8 @@ def test_fp16_autocast_cuda_matches_float32():
         assert (a.float() - b).abs().max() <= 0.01 * b.abs().max() + 1e-3
 
 
-def test_fast_output_is_channels_last_with_same_values():
-    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32)
+def test_fast_output_is_channels_last_with_same_values(device):
+    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32, device=device)
     y = region_aware_conv2d(x, w, guide, *conf, impl="fast")
     assert y.is_contiguous(memory_format=torch.channels_last)
 
@@ -266,9 +267,9 @@ def test_bad_input_raises_clear_error(over, message):
         bad(**over)()
 
 
-def test_fast_output_can_be_modified_in_place_like_a_conv_output():
+def test_fast_output_can_be_modified_in_place_like_a_conv_output(device):
     # a fused DRConv feeds its output straight into SiLU(inplace=True)
-    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32)
+    x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32, device=device)
     w.requires_grad_(True)
     y = region_aware_conv2d(x, w, guide, *conf, impl="fast")
     expected = torch.nn.functional.silu(y.detach())
