@@ -17,26 +17,46 @@ Mapping Ultralytics' predictions (ultralytics 8.3/8.4 ``DetectionValidator.pred_
 pycocotools caps detections per image *and category* at ``maxDets``, Ultralytics caps them per image: AP here uses
 ``maxDets = max_det`` (COCO's official summary uses 100: pass ``max_det=100`` to reproduce it). Use ``max_det=1000``
 on VisDrone. Ultralytics' own COCO pass (faster-coco-eval, which it may try to pip-install) is skipped.
+
+The command line is :mod:`drconv_yolo.cli.eval`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .cli import HelpFormatter, key_value_options
+from .errors import UserError
+from .io import DataError, DataNotFoundError, atomic_write_json
 
-__all__ = ["coco_metrics", "evaluate", "format_report", "main", "map_predictions"]
+__all__ = ["EvaluationError", "coco_metrics", "evaluate", "format_report", "map_predictions"]
 
 _AREAS = {"all": 0, "small": 1, "medium": 2, "large": 3}  # pycocotools' default areaRngLbl order
+COCO_MAX_DETS = (1, 10, 100)  # pycocotools' default maxDets below the largest; 100 is COCO's official one
+OFFICIAL_MAX_DETS = 100
+IOU_AP50, IOU_AP75 = 0.5, 0.75
+DEFAULT_MAX_DET = 300  # Ultralytics' default
+DEFAULT_IMGSZ = 640
+DEFAULT_BATCH = 16
+DEFAULT_CONF = 0.001  # Ultralytics' validation default: keep (nearly) every detection for mAP
+DEFAULT_IOU = 0.7  # Ultralytics' NMS IoU default
+BOX_TASKS = ("detect", "segment", "pose")  # tasks whose predictions carry boxes
+REPORT_FILE = "coco_eval.json"
+PREDICTIONS_FILE = "predictions_gt_ids.json"
+REPORT_INDENT = 1
+EXAMPLES_SHOWN = 5  # image ids or class names quoted in a message
+COLUMN = 8  # width of a figure column in the printed report
+MIN_NAME_WIDTH = 5
+
+
+class EvaluationError(UserError, ValueError):
+    """The model or dataset cannot be evaluated as asked (no such split, a task without boxes)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -58,7 +78,7 @@ def _load_gt(gt_json: str | Path | Mapping):
     else:
         path = Path(gt_json)
         if not path.is_file():
-            raise FileNotFoundError(f"ground-truth JSON not found: {path}")
+            raise DataNotFoundError(f"ground-truth JSON not found: {path}")
         with open(path, encoding="utf-8") as f:
             dataset = json.load(f)
     dataset.setdefault("info", {})
@@ -76,7 +96,9 @@ def _load_results(gt, predictions: list[dict]):
     known = set(gt.getImgIds())
     unknown = sorted({str(p["image_id"]) for p in predictions if p["image_id"] not in known})
     if unknown:
-        raise ValueError(f"{len(unknown)} prediction image id(s) not in the ground truth, e.g. {unknown[:5]}")
+        raise DataError(
+            f"{len(unknown)} prediction image id(s) not in the ground truth, e.g. {unknown[:EXAMPLES_SHOWN]}"
+        )
     if predictions:
         with _quiet():
             return gt.loadRes(predictions)
@@ -97,7 +119,7 @@ def _mean_valid(x: np.ndarray) -> float | None:
 def coco_metrics(
     gt_json: str | Path | Mapping,
     predictions: Iterable[Mapping[str, Any]] | str | Path,
-    max_det: int = 300,
+    max_det: int = DEFAULT_MAX_DET,
     img_ids: Iterable[int] | None = None,
 ) -> dict[str, Any]:
     """Score COCO-format box predictions against a ground truth with pycocotools.
@@ -121,7 +143,8 @@ def coco_metrics(
         category-id order (``class``: YOLO index; ``AR`` at ``max_det``).
 
     Raises:
-        ValueError: If a prediction refers to an image id absent from the ground truth.
+        DataError: If a prediction refers to an image id absent from the ground truth.
+        DataNotFoundError: If the ground-truth JSON file is missing.
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -132,7 +155,7 @@ def coco_metrics(
     gt = _load_gt(gt_json)
     dt = _load_results(gt, preds)
     max_det = int(max_det)
-    max_dets = sorted({d for d in (1, 10, 100) if d < max_det} | {max_det})
+    max_dets = sorted({d for d in COCO_MAX_DETS if d < max_det} | {max_det})
     ev = COCOeval(gt, dt, "bbox")
     ev.params.maxDets = max_dets
     if img_ids is not None:
@@ -142,7 +165,7 @@ def coco_metrics(
         ev.accumulate()
     precision, recall = ev.eval["precision"], ev.eval["recall"]  # [T, R, K, A, M], [T, K, A, M]
     m = len(max_dets) - 1
-    t50, t75 = (int(np.argmin(np.abs(ev.params.iouThrs - t))) for t in (0.5, 0.75))
+    t50, t75 = (int(np.argmin(np.abs(ev.params.iouThrs - t))) for t in (IOU_AP50, IOU_AP75))
     out: dict[str, Any] = {
         "AP": _mean_valid(precision[:, :, :, 0, m]),
         "AP50": _mean_valid(precision[t50, :, :, 0, m]),
@@ -151,7 +174,8 @@ def coco_metrics(
     for key, area in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
         out[key] = _mean_valid(precision[:, :, :, _AREAS[area], m])
     # COCO's official AP[.50:.95] uses maxDets=100: reported beside it for comparison with published COCO figures.
-    out["AP_maxDets100"] = _mean_valid(precision[:, :, :, 0, max_dets.index(100)]) if 100 in max_dets else None
+    official = max_dets.index(OFFICIAL_MAX_DETS) if OFFICIAL_MAX_DETS in max_dets else None
+    out["AP_maxDets100"] = None if official is None else _mean_valid(precision[:, :, :, 0, official])
     for i, d in enumerate(max_dets):
         out[f"AR@{d}"] = _mean_valid(recall[:, :, 0, i])
     for key, area in (("ARs", "small"), ("ARm", "medium"), ("ARl", "large")):
@@ -260,7 +284,7 @@ def _default_gt(data: str | Path, split: str) -> tuple[Path, dict]:
 
     info = check_det_dataset(str(data), autodownload=False)
     if not info.get(split):
-        raise ValueError(f"dataset {data} has no '{split}:' split")
+        raise EvaluationError(f"dataset {data} has no '{split}:' split")
     return Path(info["path"]) / "annotations" / f"instances_{split}.json", info
 
 
@@ -284,13 +308,14 @@ def _validator_class(yolo):
 def evaluate(
     model: Any,
     data: str | Path,
+    *,
     gt_json: str | Path | None = None,
-    max_det: int = 300,
-    imgsz: int = 640,
-    batch: int = 16,
+    max_det: int = DEFAULT_MAX_DET,
+    imgsz: int = DEFAULT_IMGSZ,
+    batch: int = DEFAULT_BATCH,
     device: str | int | None = None,
-    conf: float = 0.001,
-    iou: float = 0.7,
+    conf: float = DEFAULT_CONF,
+    iou: float = DEFAULT_IOU,
     split: str = "val",
     project: str | Path | None = None,
     name: str | None = None,
@@ -327,20 +352,21 @@ def evaluate(
         ``report`` (its own path).
 
     Raises:
-        FileNotFoundError: If the dataset or the ground-truth JSON is missing.
-        ValueError: If the split is absent or the task has no boxes to score.
+        FileNotFoundError: If the dataset or the ground-truth JSON is missing (:class:`DataNotFoundError` for the
+            latter).
+        EvaluationError: If the split is absent or the task has no boxes to score.
     """
     from ultralytics import YOLO
 
     default_gt, _ = _default_gt(data, split)
     gt_path = Path(gt_json) if gt_json is not None else default_gt
     if not gt_path.is_file():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"ground-truth JSON not found: {gt_path} (written by 'prepare visdrone|coco SRC DST'; or pass gt=PATH)"
         )
     yolo = model if isinstance(model, YOLO) else YOLO(str(model))
-    if yolo.task not in ("detect", "segment", "pose"):
-        raise ValueError(f"cannot score task {yolo.task!r} with box pycocotools (detect, segment or pose only)")
+    if yolo.task not in BOX_TASKS:
+        raise EvaluationError(f"cannot score task {yolo.task!r} with box pycocotools ({', '.join(BOX_TASKS)} only)")
     validator = _validator_class(yolo)
     args = dict(data=str(data), split=split, save_json=True, max_det=int(max_det), imgsz=imgsz, batch=batch)
     args.update(conf=conf, iou=iou, plots=plots, verbose=verbose, **val_kwargs)
@@ -353,11 +379,9 @@ def evaluate(
     yolo.val(validator=validator, **args)
     v = validator.instance
     report = _report(v, yolo, model, data, split, gt_path, int(max_det), imgsz, conf, iou)
-    path = Path(out) if out is not None else Path(v.save_dir) / "coco_eval.json"
+    path = Path(out) if out is not None else Path(v.save_dir) / REPORT_FILE
     report["report"] = str(path)
-    from drconv_yolo.data._io import atomic_write_json
-
-    atomic_write_json(path, report, indent=1)
+    atomic_write_json(path, report, indent=REPORT_INDENT)
     if verbose:
         print(format_report(report), flush=True)
     return report
@@ -365,8 +389,6 @@ def evaluate(
 
 def _report(v, yolo, model, data, split, gt_path: Path, max_det: int, imgsz, conf, iou) -> dict[str, Any]:
     """Map the validator's predictions, run pycocotools and assemble the report."""
-    from drconv_yolo.data._io import atomic_write_json
-
     with open(gt_path, encoding="utf-8") as f:
         gt = json.load(f)
     warnings: list[str] = []
@@ -380,7 +402,10 @@ def _report(v, yolo, model, data, split, gt_path: Path, max_det: int, imgsz, con
     gt_names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     model_names = [v.names[i] for i in sorted(v.names)] if isinstance(v.names, dict) else list(v.names)
     if model_names[: len(gt_names)] != gt_names:
-        warnings.append(f"model class names {model_names[:5]}... differ from ground-truth categories {gt_names[:5]}...")
+        warnings.append(
+            f"model class names {model_names[:EXAMPLES_SHOWN]}... differ from ground-truth categories "
+            f"{gt_names[:EXAMPLES_SHOWN]}..."
+        )
     by_name = {Path(im["file_name"]).name: im["id"] for im in gt["images"]}
     evaluated = [by_name.get(Path(f).name) for f in v.dataloader.dataset.im_files]
     if None in evaluated:
@@ -389,7 +414,7 @@ def _report(v, yolo, model, data, split, gt_path: Path, max_det: int, imgsz, con
     if len(set(img_ids)) < len(gt["images"]):
         warnings.append(f"{len(gt['images']) - len(set(img_ids))} ground-truth image(s) were not evaluated")
     metrics = v.metrics.results_dict
-    atomic_write_json(Path(v.save_dir) / "predictions_gt_ids.json", preds)
+    atomic_write_json(Path(v.save_dir) / PREDICTIONS_FILE, preds)
     return {
         "model": str(getattr(yolo, "ckpt_path", None) or model),
         "data": str(data),
@@ -417,126 +442,49 @@ def _fmt(x: float | None) -> str:
     return "    -" if x is None else f"{x:.4f}"
 
 
+def _table(figures: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """Two lines: the keys and their figures, right-aligned in :data:`COLUMN`-wide columns."""
+    return [
+        "  " + "".join(f"{k:>{COLUMN}}" for k in keys),
+        "  " + "".join(f"{_fmt(figures[k]):>{COLUMN}}" for k in keys),
+    ]
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """Render an :func:`evaluate` report (or ``{"pycocotools": coco_metrics(...)}``) as a text table."""
     c = report["pycocotools"]
     md = c["max_dets"][-1]
-    lines = []
-    if "gt_json" in report:
-        lines.append(f"pycocotools bbox evaluation against {report['gt_json']}")
+    lines = [f"pycocotools bbox evaluation against {report['gt_json']}"] if "gt_json" in report else []
     lines.append(
         f"  {c['n_images']} images, {c['n_gt']} ground-truth boxes, {c['n_predictions']} predictions, "
         f"maxDets {'/'.join(str(d) for d in c['max_dets'])} (AP and area figures at {md})"
     )
-    keys = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-    lines += ["  " + "".join(f"{k:>8}" for k in keys), "  " + "".join(f"{_fmt(c[k]):>8}" for k in keys)]
-    keys = [f"AR@{d}" for d in c["max_dets"]] + ["ARs", "ARm", "ARl"]
-    lines += ["  " + "".join(f"{k:>8}" for k in keys), "  " + "".join(f"{_fmt(c[k]):>8}" for k in keys)]
-    if md != 100 and c.get("AP_maxDets100") is not None:
-        lines.append(f"  AP with COCO's official maxDets=100: {_fmt(c['AP_maxDets100'])}")
+    lines += _table(c, ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    lines += _table(c, [f"AR@{d}" for d in c["max_dets"]] + ["ARs", "ARm", "ARl"])
+    if md != OFFICIAL_MAX_DETS and c.get("AP_maxDets100") is not None:
+        lines.append(f"  AP with COCO's official maxDets={OFFICIAL_MAX_DETS}: {_fmt(c['AP_maxDets100'])}")
     if "ultralytics" in report:
         u = report["ultralytics"]
         lines.append(
             f"Ultralytics (max_det {report['max_det']}): mAP50 {u['mAP50']:.4f}  mAP50-95 {u['mAP50-95']:.4f}  "
             f"P {u['precision']:.4f}  R {u['recall']:.4f}"
         )
-    width = max([len(r["name"]) for r in c["per_class"]] + [5])
-    rows = [r for r in c["per_class"] if r["n_gt"] or r["AP"] is not None]
-    hidden = len(c["per_class"]) - len(rows)
-    lines.append("per class (pycocotools)" + (f", {hidden} classes without ground truth not shown:" if hidden else ":"))
-    head = f"  {'cls':>4} {'name':<{width}} {'n_gt':>7}" + "".join(f"{k:>8}" for k in ("AP", "AP50", "AP75", "AR"))
-    lines.append(head)
-    for r in rows:
-        vals = "".join(f"{_fmt(r[k]):>8}" for k in ("AP", "AP50", "AP75", "AR"))
-        lines.append(f"  {r['class']:>4} {r['name']:<{width}} {r['n_gt']:>7}{vals}")
-    for w in report.get("warnings", []):
-        lines.append(f"warning: {w}")
+    lines += _per_class_table(c["per_class"])
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     if report.get("report"):
         lines.append(f"report: {report['report']}")
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Build the ``eval`` parser (keys are given as ``key=value`` or ``--key value``)."""
-    p = argparse.ArgumentParser(
-        prog="eval",
-        usage="eval model=WEIGHTS data=DATA.yaml [key=value ...]   (or --key value; keys below)",
-        description=(
-            "Validate a YOLO model with Ultralytics (its mAP50, mAP50-95) and score the same predictions with "
-            "pycocotools against the ground truth written by 'prepare' (AP, AP50, AP75, APs/m/l, AR@1/10/100/"
-            "max_det, per-class AP). Arguments are Ultralytics-style key=value (or --key value)."
-        ),
-        epilog=(
-            "example: eval model=runs/detect/train/weights/best.pt data=datasets/VisDrone/VisDrone.yaml max_det=1000"
-        ),
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="weights (.pt) or model YAML, as for 'yolo val model=...'")
-    p.add_argument("--data", required=True, help="dataset YAML (DST/<name>.yaml written by prepare)")
-    p.add_argument(
-        "--gt", default=None, help="ground-truth JSON (default: <dataset path>/annotations/instances_<split>.json)"
-    )
-    p.add_argument("--split", default="val", help="split to evaluate: val or test")
-    p.add_argument("--max_det", type=int, default=300, help="detections per image (use 1000 on VisDrone)")
-    p.add_argument("--imgsz", type=int, default=640, help="inference image size")
-    p.add_argument("--batch", type=int, default=16, help="batch size")
-    p.add_argument("--device", default=None, help="device: cpu, 0, 0,1, mps (default: Ultralytics' choice)")
-    p.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
-    p.add_argument("--workers", type=int, default=None, help="dataloader workers (default: Ultralytics')")
-    p.add_argument("--half", type=_bool, metavar="BOOL", default=False, help="FP16 inference (GPU)")
-    p.add_argument("--project", default=None, help="run folder parent (default: Ultralytics' runs/detect)")
-    p.add_argument("--name", default=None, help="run folder name (default: Ultralytics' val, val2, ...)")
-    p.add_argument("--out", default=None, help="report JSON (default: <run folder>/coco_eval.json)")
-    p.add_argument("--plots", type=_bool, metavar="BOOL", default=False, help="let Ultralytics draw its plots")
-    p.add_argument(
-        "--verbose", type=_bool, metavar="BOOL", default=True, help="print Ultralytics' per-class table and the report"
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``eval model=... data=... [max_det=300 gt=... imgsz=... device=... batch=... out=...]``.
-
-    Args:
-        argv: Arguments without the program name (a leading ``"eval"`` is ignored); default ``sys.argv[1:]``.
-
-    Returns:
-        0 on success, 1 when evaluation fails (error printed to stderr), 2 for a usage error.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["eval"]:
-        argv = argv[1:]
-    try:
-        a = build_parser().parse_args(key_value_options(argv))
-    except SystemExit as e:  # --help or a usage error, already printed by argparse
-        return int(e.code or 0) if not isinstance(e.code, str) else 2
-    extra: dict[str, Any] = {"half": True} if a.half else {}
-    if a.workers is not None:
-        extra["workers"] = a.workers
-    try:
-        evaluate(
-            a.model, a.data, a.gt, a.max_det, a.imgsz, a.batch, a.device, a.conf, a.iou, a.split, a.project, a.name,
-            a.out, a.plots, a.verbose, **extra,
-        )  # fmt: skip
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"eval: error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _per_class_table(per_class: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The per-class rows of :func:`format_report`; classes without ground truth or AP are left out."""
+    keys = ("AP", "AP50", "AP75", "AR")
+    width = max([len(r["name"]) for r in per_class] + [MIN_NAME_WIDTH])
+    rows = [r for r in per_class if r["n_gt"] or r["AP"] is not None]
+    hidden = len(per_class) - len(rows)
+    lines = ["per class (pycocotools)" + (f", {hidden} classes without ground truth not shown:" if hidden else ":")]
+    lines.append(f"  {'cls':>4} {'name':<{width}} {'n_gt':>7}" + "".join(f"{k:>{COLUMN}}" for k in keys))
+    for r in rows:
+        vals = "".join(f"{_fmt(r[k]):>{COLUMN}}" for k in keys)
+        lines.append(f"  {r['class']:>4} {r['name']:<{width}} {r['n_gt']:>7}{vals}")
+    return lines

@@ -147,9 +147,7 @@ def yolo_label_line(cls: int, x1: float, y1: float, x2: float, y2: float, width:
     return " ".join([str(cls)] + [f"{v:.{LABEL_DECIMALS}f}" for v in (cx, cy, w, h)])
 
 
-def write_yolo_labels(
-    path: str | os.PathLike, boxes: Iterable[Sequence[float]], width: int, height: int
-) -> Path:
+def write_yolo_labels(path: str | os.PathLike, boxes: Iterable[Sequence[float]], width: int, height: int) -> Path:
     """Write one image's YOLO label file (empty for an image without boxes).
 
     Written in place, not atomically: label files go into a split's work folder, which is swapped in whole, and an

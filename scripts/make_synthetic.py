@@ -9,29 +9,17 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-try:
-    from drconv_yolo.data.synthetic import add_arguments, run
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from drconv_yolo.data.synthetic import add_arguments, run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from drconv_yolo.cli import main as cli_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and generate the dataset.
-
-    Args:
-        argv: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
-
-    Returns:
-        Exit status (0 on success).
-    """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Run ``drconv-yolo prepare synthetic`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return cli_main(["prepare", "synthetic", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from _data_fixtures import assert_rows, read_labels
 from PIL import Image
 
+from drconv_yolo import cli
 from drconv_yolo.data.coco import COCO80_TO_COCO91, COCO_NAMES, convert_coco_instances, prepare_coco
-from drconv_yolo.data.prepare import main as prepare_main
-
-TOL = 1e-6  # labels are written with 6 decimals
 
 SIZES = {139: (64, 48), 285: (80, 60), 632: (50, 50)}  # COCO image id -> (width, height)
 
@@ -79,17 +78,6 @@ def src(tmp_path: Path) -> Path:
     return s
 
 
-def _labels(path: Path) -> list[list[float]]:
-    return [[float(v) for v in line.split()] for line in path.read_text().splitlines()]
-
-
-def _assert_rows(rows: list[list[float]], expected: list[list[float]]) -> None:
-    assert len(rows) == len(expected)
-    for row, exp in zip(rows, expected):
-        assert row[0] == exp[0]
-        assert row[1:] == pytest.approx(exp[1:], abs=TOL)
-
-
 def test_names_and_id_map_match_installed_ultralytics():
     import ultralytics
     import yaml
@@ -115,16 +103,16 @@ def test_convert_instances_warns_with_annotation_ids():
 def test_prepare_writes_labels_box_by_box(src, tmp_path):
     dst = tmp_path / "dst"
     prepare_coco(src, dst, verbose=False)
-    _assert_rows(
-        _labels(dst / "labels/val/000000000139.txt"),
+    assert_rows(
+        read_labels(dst / "labels/val/000000000139.txt"),
         [
             [0, 14.5 / 64, 11.25 / 48, 20 / 64, 10 / 48],  # (4.5, 6.25, 24.5, 16.25) in a 64 x 48 image
             [60, 57 / 64, 44 / 48, 14 / 64, 8 / 48],  # (50, 40, 70, 50) clipped to (50, 40, 64, 48)
         ],
     )
-    _assert_rows(_labels(dst / "labels/val/000000000285.txt"), [[79, 12.5 / 80, 12.5 / 60, 5 / 80, 5 / 60]])
+    assert_rows(read_labels(dst / "labels/val/000000000285.txt"), [[79, 12.5 / 80, 12.5 / 60, 5 / 80, 5 / 60]])
     assert (dst / "labels/val/000000000632.txt").read_text() == ""  # image without boxes
-    _assert_rows(_labels(dst / "labels/train/000000000001.txt"), [[2, 0.25, 0.25, 0.5, 0.5]])
+    assert_rows(read_labels(dst / "labels/train/000000000001.txt"), [[2, 0.25, 0.25, 0.5, 0.5]])
 
 
 def test_prepare_writes_gt_json_with_original_ids_crowd_and_areas(src, tmp_path):
@@ -183,7 +171,7 @@ def test_prepare_missing_files_error_names_them(src, tmp_path, capsys):
     (src / "annotations/instances_val2017.json").unlink()
     with pytest.raises(FileNotFoundError, match="instances_val2017.json"):
         prepare_coco(src, tmp_path / "dst", splits=["val"], verbose=False)
-    assert prepare_main(["coco", str(tmp_path / "missing"), str(tmp_path / "dst")]) == 1
+    assert cli.main(["prepare", "coco", str(tmp_path / "missing"), str(tmp_path / "dst")]) == 2
     assert "missing" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -193,5 +181,5 @@ def test_prepare_missing_files_error_names_them(src, tmp_path, capsys):
 
 def test_cli_prepares_val_only(src, tmp_path):
     dst = tmp_path / "dst"
-    assert prepare_main(["coco", str(src), str(dst), "--splits", "val2017", "--copy", "-q", "--name", "c"]) == 0
+    assert cli.main(["prepare", "coco", str(src), str(dst), "--splits", "val2017", "--copy", "-q", "--name", "c"]) == 0
     assert (dst / "c.yaml").is_file() and (dst / "images/val").is_dir() and not (dst / "images/train").exists()

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from drconv_yolo.cli import key_value_options
-from drconv_yolo.data._io import gt_images, write_gt_json
-from drconv_yolo.evaluation import coco_metrics, format_report, main, map_predictions
+from drconv_yolo import cli
+from drconv_yolo.cli.eval import build_parser
+from drconv_yolo.cli.options import split_key_values
+from drconv_yolo.evaluation import coco_metrics, format_report, map_predictions
+from drconv_yolo.io import gt_images, write_gt_json
 
 TOL = 1e-9  # pycocotools figures are means of exact fractions
 
@@ -182,22 +184,24 @@ def test_map_predictions_numeric_stem_to_coco_category_ids(coco_mode):
 
 
 def test_key_value_arguments_become_options():
-    assert key_value_options(["model=a.pt", "max-det=5", "--iou", "0.6", "--max-det=7"]) == [
+    options, extra = split_key_values(build_parser(), ["model=a.pt", "max-det=5", "--iou", "0.6", "--max-det=7"])
+    assert options == [
         "--model",
         "a.pt",
-        "--max_det",
+        "--max-det",
         "5",
         "--iou",
         "0.6",
-        "--max_det=7",
+        "--max-det=7",
     ]
+    assert extra == []
 
 
 def test_cli_help_and_usage_errors(capsys):
-    assert main(["--help"]) == 0
+    assert cli.main(["eval", "--help"]) == 0
     assert "max_det" in capsys.readouterr().out
-    assert main(["eval", "model=a.pt"]) == 2  # data= missing
-    assert main(["model=a.pt", "data=d.yaml", "bogus=1"]) == 2
+    assert cli.main(["eval", "model=a.pt"]) == 2  # data= missing
+    assert cli.main(["eval", "model=a.pt", "data=d.yaml", "bogus=1"]) == 2
 
 
 def _tiny_dataset(root: Path, gt: bool) -> Path:
@@ -229,7 +233,7 @@ def _tiny_dataset(root: Path, gt: bool) -> Path:
 
 def test_cli_missing_ground_truth_names_the_file(tmp_path, capsys):
     data = _tiny_dataset(tmp_path / "ds", gt=False)
-    assert main([f"model={tmp_path / 'none.pt'}", f"data={data}"]) == 1
+    assert cli.main(["eval", f"model={tmp_path / 'none.pt'}", f"data={data}"]) == 2
     assert "instances_val.json" in capsys.readouterr().err
 
 
@@ -266,7 +270,7 @@ def test_evaluate_end_to_end_maps_every_prediction(tmp_path, capsys):
 
     out = tmp_path / "report.json"
     argv = [f"model={tmp_path / 'untrained.pt'}", f"data={data}", "max_det=5", "imgsz=64", "conf=0", "device=cpu"]
-    assert main([*argv, f"project={tmp_path / 'runs'}", "name=b", f"out={out}", "verbose=false"]) == 0
+    assert cli.main(["eval", *argv, f"project={tmp_path / 'runs'}", "name=b", f"out={out}", "verbose=false"]) == 0
     small = json.loads(out.read_text())
     assert small["max_det"] == 5 and small["pycocotools"]["max_dets"] == [1, 5]
     per_image = json.loads((Path(small["run_dir"]) / "predictions.json").read_text())

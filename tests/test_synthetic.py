@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -12,15 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
+from drconv_yolo import cli
 from drconv_yolo.data import synthetic
 from drconv_yolo.data.synthetic import (
     CLASS_NAMES,
     SyntheticConfig,
     SyntheticDatasetExistsError,
-    add_arguments,
     generate,
     render_image,
-    run,
 )
 
 SMALL = {"n_train": 8, "n_val": 4, "imgsz": 128, "seed": 0, "n_classes": 5, "objects_per_image": (6, 20)}
@@ -235,10 +233,8 @@ def test_config_rejects_invalid_parameters() -> None:
 
 
 def test_cli_run_writes_dataset_with_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = add_arguments(argparse.ArgumentParser())
-    argv = [str(tmp_path / "cli"), "--n-train", "2", "--n-val", "1", "--imgsz", "96", "--seed", "3"]
-    args = parser.parse_args([*argv, "--n-classes", "3", "--objects-per-image", "2", "4", "--quiet"])
-    assert run(args) == 0
+    argv = ["prepare", "synthetic", str(tmp_path / "cli"), "--n-train", "2", "--n-val", "1", "--imgsz", "96"]
+    assert cli.main([*argv, "--seed", "3", "--n-classes", "3", "--objects-per-image", "2", "4", "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli" / "synthetic.yaml")
     params = json.loads((tmp_path / "cli" / "synthetic.json").read_text())["params"]
     assert params == {
@@ -257,9 +253,9 @@ def test_cli_run_writes_dataset_with_options(tmp_path: Path, capsys: pytest.Capt
 def test_cli_run_returns_error_status_conflicting_parameters(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = add_arguments(argparse.ArgumentParser())
-    assert run(parser.parse_args([str(tmp_path / "d"), "--n-train", "1", "--n-val", "1", "--imgsz", "96"])) == 0
-    assert run(parser.parse_args([str(tmp_path / "d"), "--n-train", "2", "--n-val", "1", "--imgsz", "96"])) == 2
+    prepare = ["prepare", "synthetic", str(tmp_path / "d")]
+    assert cli.main([*prepare, "--n-train", "1", "--n-val", "1", "--imgsz", "96"]) == 0
+    assert cli.main([*prepare, "--n-train", "2", "--n-val", "1", "--imgsz", "96"]) == 2
     assert "different parameters" in capsys.readouterr().err
 
 

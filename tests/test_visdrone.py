@@ -8,18 +8,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _data_fixtures import assert_rows, read_labels
 from PIL import Image
 
+from drconv_yolo import cli
 from drconv_yolo.data import visdrone
-from drconv_yolo.data.prepare import main as prepare_main
 from drconv_yolo.data.visdrone import (
     VISDRONE_NAMES,
     convert_visdrone_annotation,
     parse_visdrone_line,
     prepare_visdrone,
 )
-
-TOL = 1e-6  # labels are written with 6 decimals
 
 IMG_A = "0000001_00000_d_0000001"  # 100 x 80
 IMG_B = "0000002_00000_d_0000002"  # 60 x 40
@@ -79,17 +78,6 @@ def src(tmp_path: Path) -> Path:
     return s
 
 
-def _labels(path: Path) -> list[list[float]]:
-    return [[float(v) for v in line.split()] for line in path.read_text().splitlines()]
-
-
-def _assert_rows(rows: list[list[float]], expected: list[list[float]]) -> None:
-    assert len(rows) == len(expected)
-    for row, exp in zip(rows, expected):
-        assert row[0] == exp[0]
-        assert row[1:] == pytest.approx(exp[1:], abs=TOL)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Parsing and conversion (pure)
 # ----------------------------------------------------------------------------------------------------------------------
@@ -129,17 +117,17 @@ def test_prepare_writes_labels_box_by_box_from_zip(src, tmp_path):
     dst = tmp_path / "dst"
     prepare_visdrone(src, dst, verbose=False)
     # class cx cy w h, normalised: (x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H
-    _assert_rows(
-        _labels(dst / "labels/val" / f"{IMG_A}.txt"),
+    assert_rows(
+        read_labels(dst / "labels/val" / f"{IMG_A}.txt"),
         [
             [0, 25 / 100, 40 / 80, 30 / 100, 40 / 80],  # (10, 20, 40, 60)
             [3, 60 / 100, 15 / 80, 20 / 100, 10 / 80],  # (50, 10, 70, 20)
             [9, 95 / 100, 75 / 80, 10 / 100, 10 / 80],  # clipped (90, 70, 100, 80)
         ],
     )
-    _assert_rows(_labels(dst / "labels/val" / f"{IMG_B}.txt"), [[8, 0.5, 0.5, 1.0, 1.0]])
+    assert_rows(read_labels(dst / "labels/val" / f"{IMG_B}.txt"), [[8, 0.5, 0.5, 1.0, 1.0]])
     assert (dst / "labels/train/9999999_00000_d_0000009.txt").read_text() == ""
-    _assert_rows(_labels(dst / "labels/test/t1.txt"), [[3, 0.125, 0.125, 0.25, 0.25]])
+    assert_rows(read_labels(dst / "labels/test/t1.txt"), [[3, 0.125, 0.125, 0.25, 0.25]])
     assert sorted(p.name for p in (dst / "images/val").iterdir()) == [f"{IMG_A}.jpg", f"{IMG_B}.jpg"]
     with Image.open(dst / "images/val" / f"{IMG_A}.jpg") as im:
         assert im.size == (100, 80)
@@ -205,8 +193,8 @@ def test_prepare_writes_yaml_ultralytics_can_read(src, tmp_path):
 def test_prepare_keep_others_adds_class_10_everywhere(src, tmp_path):
     dst = tmp_path / "dst"
     prepare_visdrone(src, dst, splits=["val"], keep_others=True, verbose=False)
-    rows = _labels(dst / "labels/val" / f"{IMG_A}.txt")
-    _assert_rows([r for r in rows if r[0] == 10], [[10, 75 / 100, 65 / 80, 10 / 100, 10 / 80]])
+    rows = read_labels(dst / "labels/val" / f"{IMG_A}.txt")
+    assert_rows([r for r in rows if r[0] == 10], [[10, 75 / 100, 65 / 80, 10 / 100, 10 / 80]])
     gt = json.loads((dst / "annotations/instances_val.json").read_text())
     assert gt["categories"][-1] == {"id": 11, "name": "others"}
     assert sum(a["iscrowd"] for a in gt["annotations"]) == 2 * 11
@@ -301,11 +289,11 @@ def test_prepare_folder_without_annotations_error_names_folder(tmp_path):
 
 def test_cli_prepares_and_reports_errors(src, tmp_path, capsys):
     dst = tmp_path / "dst"
-    assert prepare_main(["visdrone", str(src), str(dst), "--splits", "val", "--quiet"]) == 0
+    assert cli.main(["prepare", "visdrone", str(src), str(dst), "--splits", "val", "--quiet"]) == 0
     assert (dst / "annotations/instances_val.json").is_file() and not (dst / "images/train").exists()
     assert capsys.readouterr().out == ""
-    assert prepare_main(["prepare", "visdrone", str(tmp_path / "nowhere"), str(dst)]) == 1
+    assert cli.main(["prepare", "visdrone", str(tmp_path / "nowhere"), str(dst)]) == 2
     assert "nowhere" in capsys.readouterr().err
-    assert prepare_main(["visdrone", "--help"]) == 0
+    assert cli.main(["prepare", "visdrone", "--help"]) == 0
     assert "--keep-others" in capsys.readouterr().out
-    assert prepare_main(["visdrone", str(src), str(dst), "--copy", "--splits", "bogus"]) == 2
+    assert cli.main(["prepare", "visdrone", str(src), str(dst), "--copy", "--splits", "bogus"]) == 2

@@ -47,6 +47,8 @@ def run_subcommand(name: str, argv: List[str]) -> int:
     module = importlib.import_module(f"{__name__}.{SUBCOMMANDS.get(name, name.lstrip('_'))}")
     try:
         return int(module.run(argv) or 0)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     except UserError as e:
         print(f"{PROG} {name}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -6,7 +6,7 @@ extracted in one place)::
     SRC/annotations/instances_train2017.json   SRC/train2017/*.jpg
     SRC/annotations/instances_val2017.json     SRC/val2017/*.jpg
 
-What is written (see :mod:`drconv_yolo.data._io` for the ground-truth JSON convention):
+What is written (see :mod:`drconv_yolo.io` for the ground-truth JSON convention):
 
 * ``DST/images/{train,val}/``: the images, hard-linked by default (symlink or copy on request, copy when a hard
   link is impossible);
@@ -28,19 +28,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from drconv_yolo.data._io import (
-    PrepareSummary,
-    Progress,
-    SplitStats,
-    atomic_write_json,
-    commit_split,
-    gt_images,
-    place_file,
-    remove_tree,
-    split_workdir,
-    write_dataset_yaml,
-    yolo_label_line,
-)
+from ..io import DataError, gt_images, write_yolo_labels
+from .splits import commit_split, place_file, select_splits, split_workdir
+from .summary import PrepareSummary, Progress, SplitStats
 
 __all__ = ["COCO80_TO_COCO91", "COCO_NAMES", "COCO_SPLITS", "CocoImage", "convert_coco_instances", "prepare_coco"]
 
@@ -66,6 +56,7 @@ COCO80_TO_COCO91 = (
 
 #: Prepared split name -> official name (``instances_<official>.json``, ``<official>/`` image folder).
 COCO_SPLITS = {"train": "train2017", "val": "val2017"}
+DATASET = "COCO 2017"
 _SPLIT_ALIASES = {"train2017": "train", "val2017": "val"}
 
 
@@ -169,11 +160,11 @@ def _load_instances(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: no '{key}' list, not a COCO instances file")
+            raise DataError(f"{path}: no '{key}' list, not a COCO instances file")
     return data
 
 
@@ -183,69 +174,52 @@ def _prepare_split(
     """Convert one split into ``DST/.partial-<split>`` and swap it in when complete."""
     official = COCO_SPLITS[split]
     json_path = src / "annotations" / f"instances_{official}.json"
-    folder = src / official
     if verbose:
         print(f"COCO {split}: reading {json_path}", flush=True)
     images, stats, warnings = convert_coco_instances(_load_instances(json_path), json_path.name)
     summary.warnings.extend(warnings)
-    work = split_workdir(dst, split)
-    entries, kept = [], {}
+    entries, kept = [], {}  # (ground-truth file name, width, height); file name -> CocoImage
     progress = Progress(f"{split} ({official})", len(images), verbose)
-    try:
+    with split_workdir(dst, split) as work:
         for im in images:
-            source = folder / im.file_name
-            if not source.is_file():
+            source = src / official / im.file_name
+            if source.is_file():
+                name = Path(im.file_name).name
+                stats.placed(place_file(source, work / "images" / name, images_mode))
+                write_yolo_labels(work / "labels" / f"{Path(name).stem}.txt", im.labels, im.width, im.height)
+                stats.written(im.labels)
+                entries.append((f"images/{split}/{name}", im.width, im.height))
+                kept[entries[-1][0]] = im
+            else:
                 summary.warnings.append(f"{json_path.name}: image id {im.coco_id}: {source} not found, skipped")
                 stats.dropped += len(im.labels)
                 for c, *_ in im.labels:
                     stats.boxes[c] -= 1
-                progress.update()
-                continue
-            name = Path(im.file_name).name
-            method = place_file(source, work / "images" / name, images_mode)
-            stats.placement[method] = stats.placement.get(method, 0) + 1
-            rows = [yolo_label_line(c, x1, y1, x2, y2, im.width, im.height) for c, x1, y1, x2, y2 in im.labels]
-            (work / "labels" / f"{Path(name).stem}.txt").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-            stats.images += 1
-            stats.images_without_boxes += not im.labels
-            entries.append((f"images/{split}/{name}", im.width, im.height))
-            kept[f"images/{split}/{name}"] = im
             progress.update()
-    except BaseException:
-        remove_tree(work)
-        raise
     commit_split(work, dst, split, _gt_dict(entries, kept) if write_gt else None)
     return stats
 
 
 def _gt_dict(entries: list[tuple[str, int, int]], kept: dict[str, CocoImage]) -> dict:
-    images = gt_images(entries)
+    images = gt_images(entries)  # a file name listed twice in the JSON is an error here
     annotations = []
     for im in images:
         source = kept[im["file_name"]]
         im["coco_id"] = source.coco_id
         annotations += [{"image_id": im["id"], **a} for a in source.gt]
     categories = [{"id": cid, "name": n} for cid, n in zip(COCO80_TO_COCO91, COCO_NAMES)]
-    return {"images": images, "annotations": annotations, "categories": categories, "description": "COCO 2017"}
+    return {"images": images, "annotations": annotations, "categories": categories, "description": DATASET}
 
 
-def _normalise_splits(splits: Iterable[str] | None) -> list[str] | None:
-    if splits is None:
-        return None
-    out = []
-    for s in splits:
-        s = _SPLIT_ALIASES.get(s, s)
-        if s not in COCO_SPLITS:
-            raise ValueError(f"unknown COCO split {s!r}, expected one of {sorted(COCO_SPLITS)}")
-        if s not in out:
-            out.append(s)
-    return out
+def _expected(src: Path, split: str) -> str:
+    official = COCO_SPLITS[split]
+    return f"{src / 'annotations' / f'instances_{official}.json'} and {src / official}/"
 
 
-def _missing(src: Path, split: str) -> list[Path]:
+def _find(src: Path, split: str) -> str | None:
     official = COCO_SPLITS[split]
     need = [src / "annotations" / f"instances_{official}.json", src / official]
-    return [p for p in need if not p.exists()]
+    return split if all(p.exists() for p in need) else None
 
 
 def prepare_coco(
@@ -274,25 +248,14 @@ def prepare_coco(
         The summary (also written to ``DST/prepare_summary.json``).
 
     Raises:
-        FileNotFoundError: If ``src`` or a requested split's JSON or image folder is missing (named in the message).
-        ValueError: For an unknown split name or an annotation file that is not a COCO instances JSON.
+        DataNotFoundError: If ``src`` or a requested split's JSON or image folder is missing (named in the message).
+        DataError: For an unknown split name or an annotation file that is not a COCO instances JSON.
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise FileNotFoundError(f"COCO source folder not found: {src}")
-    wanted = _normalise_splits(splits)
-    chosen = []
-    for split in wanted or list(COCO_SPLITS):
-        missing = _missing(src, split)
-        if not missing:
-            chosen.append(split)
-        elif wanted is not None:
-            raise FileNotFoundError(f"COCO {split} split: missing " + " and ".join(str(p) for p in missing))
-    if not chosen:
-        need = "; ".join(" and ".join(str(p) for p in _missing(src, s)) for s in COCO_SPLITS)
-        raise FileNotFoundError(f"no COCO 2017 split found in {src}: missing {need}")
-
-    summary = PrepareSummary("COCO 2017", dst.resolve(), names=list(COCO_NAMES))
+    chosen = select_splits(
+        src, splits, lambda s: _find(src, s), lambda s: _expected(src, s), DATASET, list(COCO_SPLITS), _SPLIT_ALIASES
+    )
+    summary = PrepareSummary(DATASET, dst.resolve(), names=list(COCO_NAMES))
     dst.mkdir(parents=True, exist_ok=True)
     for split in chosen:
         summary.splits[split] = _prepare_split(src, dst, split, images, split != "train", summary, verbose)
@@ -300,8 +263,4 @@ def prepare_coco(
         "COCO 2017 prepared by drconv_yolo.data.coco (prepare coco). Ground truth for pycocotools:\n"
         "annotations/instances_val.json (original COCO category ids, crowd boxes as iscrowd=1)."
     )
-    summary.yaml = write_dataset_yaml(dst, name, COCO_NAMES, comment)
-    atomic_write_json(dst / "prepare_summary.json", summary.to_dict(), indent=1)
-    if verbose:
-        print(summary.format(), flush=True)
-    return summary
+    return summary.finish(name, comment, verbose)

@@ -9,7 +9,7 @@ folders already extracted next to (or instead of) the zips. One annotation row p
 (sometimes with a trailing comma). ``score`` is 1 for evaluated boxes and 0 for boxes to ignore; categories are
 0 ignored region, 1..10 the evaluated classes, 11 "others".
 
-What is written (see :mod:`drconv_yolo.data._io` for the ground-truth JSON convention):
+What is written (see :mod:`drconv_yolo.io` for the ground-truth JSON convention):
 
 * ``DST/images/{train,val,test}/``: the images (hard-linked, symlinked or copied from folders; extracted from zips);
 * ``DST/labels/{train,val,test}/``: YOLO labels for categories 1..10 as classes 0..9 (Ultralytics' VisDrone.yaml
@@ -25,27 +25,16 @@ zero-area boxes and boxes entirely outside the image are dropped with a warning 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from drconv_yolo.data._io import (
-    IMAGE_SUFFIXES,
-    PrepareSummary,
-    Progress,
-    SplitStats,
-    atomic_write_json,
-    commit_split,
-    gt_images,
-    place_file,
-    read_image_size,
-    remove_tree,
-    split_workdir,
-    write_dataset_yaml,
-    yolo_label_line,
-)
+from ..io import DataError, DataNotFoundError, gt_images, write_yolo_labels
+from .splits import IMAGE_SUFFIXES, commit_split, place_file, read_image_size, select_splits, split_workdir
+from .summary import PrepareSummary, Progress, SplitStats
 
 __all__ = [
     "VISDRONE_NAMES",
@@ -79,6 +68,11 @@ VISDRONE_SPLITS = {
     "test": "VisDrone2019-DET-test-dev",
 }
 _SPLIT_ALIASES = {"test-dev": "test"}
+DATASET = "VisDrone2019-DET"
+FIELDS = 8  # numbers per annotation row
+IGNORED_REGION = 0  # object_category of an ignored region
+OTHERS = 11  # object_category "others"
+COPY_BUFFER = 1 << 20  # bytes per read when extracting images from a zip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -135,26 +129,26 @@ def parse_visdrone_line(line: str) -> VisDroneBox:
         The parsed row.
 
     Raises:
-        ValueError: If the row does not hold exactly 8 numbers, a count is not an integer or the category is not
+        DataError: If the row does not hold exactly 8 numbers, a count is not an integer or the category is not
             0..11. The message states the reason (without file and line, which the caller adds).
     """
     fields = [f.strip() for f in line.strip().split(",")]
     if fields and fields[-1] == "":
         fields.pop()  # trailing comma
-    if len(fields) != 8:
-        raise ValueError(f"expected 8 comma-separated numbers, found {len(fields)} fields")
+    if len(fields) != FIELDS:
+        raise DataError(f"expected {FIELDS} comma-separated numbers, found {len(fields)} fields")
     try:
         values = [float(f) for f in fields]
     except ValueError:
-        raise ValueError("non-numeric field") from None
+        raise DataError("non-numeric field") from None
     if any(v != v or v in (float("inf"), float("-inf")) for v in values):
-        raise ValueError("non-finite number")
+        raise DataError("non-finite number")
     ints = values[4:]
     if any(v != int(v) for v in ints):
-        raise ValueError("score, category, truncation and occlusion must be integers")
+        raise DataError("score, category, truncation and occlusion must be integers")
     score, category, truncation, occlusion = (int(v) for v in ints)
-    if not 0 <= category <= 11:
-        raise ValueError(f"unknown object_category {category} (expected 0..11)")
+    if not IGNORED_REGION <= category <= OTHERS:
+        raise DataError(f"unknown object_category {category} (expected {IGNORED_REGION}..{OTHERS})")
     return VisDroneBox(*values[:4], score, category, truncation, occlusion)
 
 
@@ -201,13 +195,13 @@ def convert_visdrone_annotation(
             out.dropped += 1
             continue
         clipped = (x1, y1, x2, y2) != (box.left, box.top, box.left + box.width, box.top + box.height)
-        if box.category == 0 or box.score == 0:
+        if box.category == IGNORED_REGION or box.score == 0:
             out.ignore.append((x1, y1, x2, y2))
-            if box.category == 0:
+            if box.category == IGNORED_REGION:
                 out.ignored_regions += 1
             else:
                 out.score0 += 1
-        elif box.category == 11 and not keep_others:
+        elif box.category == OTHERS and not keep_others:
             out.left_out += 1
             continue
         else:
@@ -234,12 +228,29 @@ class _Source:
         """Name a file of this source in messages."""
         return ref if self.kind == "dir" else f"{self.path}:{ref}"
 
+    def open(self) -> contextlib.AbstractContextManager[zipfile.ZipFile | None]:
+        """The open zip for :meth:`place` and :meth:`read_text` (``None`` for a folder), closed on exit."""
+        return zipfile.ZipFile(self.path) if self.kind == "zip" else contextlib.nullcontext()
+
+    def place(self, zf: zipfile.ZipFile | None, name: str, target: Path, mode: str) -> str:
+        """Put image ``name`` at ``target``: extracted from the zip, else placed by ``mode``; returns the method."""
+        if zf is None:
+            return place_file(self.images[name], target, mode)
+        with zf.open(self.images[name]) as r, open(target, "wb") as w:
+            shutil.copyfileobj(r, w, COPY_BUFFER)
+        return "extract"
+
+    def read_text(self, zf: zipfile.ZipFile | None, ref: str) -> str:
+        """The content of annotation file ``ref`` (a BOM and undecodable bytes tolerated)."""
+        data = zf.read(ref) if zf is not None else Path(ref).read_bytes()
+        return data.decode("utf-8-sig", errors="replace")
+
 
 def _scan_dir(folder: Path) -> _Source:
     """Index ``folder/images/*`` and ``folder/annotations/*.txt``."""
     for sub in ("images", "annotations"):
         if not (folder / sub).is_dir():
-            raise FileNotFoundError(f"VisDrone folder {folder} has no '{sub}/' subfolder (expected {folder / sub})")
+            raise DataNotFoundError(f"VisDrone folder {folder} has no '{sub}/' subfolder (expected {folder / sub})")
     images = {p.name: str(p) for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     annotations = {p.stem: str(p) for p in (folder / "annotations").iterdir() if p.suffix.lower() == ".txt"}
     return _Source("dir", folder, images, annotations)
@@ -248,7 +259,7 @@ def _scan_dir(folder: Path) -> _Source:
 def _scan_zip(path: Path) -> _Source:
     """Index the ``*/images/*`` and ``*/annotations/*.txt`` members of an official zip."""
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a zip file")
+        raise DataError(f"{path} is not a zip file")
     images: dict[str, str] = {}
     annotations: dict[str, str] = {}
     with zipfile.ZipFile(path) as zf:
@@ -259,12 +270,12 @@ def _scan_zip(path: Path) -> _Source:
             parent = p.parts[-2]
             if parent == "images" and p.suffix.lower() in IMAGE_SUFFIXES:
                 if p.name in images:
-                    raise ValueError(f"{path}: image {p.name} appears twice ({images[p.name]} and {member})")
+                    raise DataError(f"{path}: image {p.name} appears twice ({images[p.name]} and {member})")
                 images[p.name] = member
             elif parent == "annotations" and p.suffix.lower() == ".txt":
                 annotations[p.stem] = member
     if not images:
-        raise FileNotFoundError(f"{path} holds no '<folder>/images/*.jpg' members: not a VisDrone2019-DET zip")
+        raise DataNotFoundError(f"{path} holds no '<folder>/images/*.jpg' members: not a VisDrone2019-DET zip")
     return _Source("zip", path, images, annotations)
 
 
@@ -281,19 +292,6 @@ def _find_source(src: Path, split: str) -> _Source | None:
     if (src / f"{stem}.zip").is_file():
         return _scan_zip(src / f"{stem}.zip")
     return None
-
-
-def _normalise_splits(splits: Iterable[str] | None) -> list[str] | None:
-    if splits is None:
-        return None
-    out = []
-    for s in splits:
-        s = _SPLIT_ALIASES.get(s, s)
-        if s not in VISDRONE_SPLITS:
-            raise ValueError(f"unknown VisDrone split {s!r}, expected one of {sorted(VISDRONE_SPLITS)} (or test-dev)")
-        if s not in out:
-            out.append(s)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -314,46 +312,26 @@ def _prepare_split(
 ) -> SplitStats:
     """Convert one split into ``DST/.partial-<split>`` and swap it in when complete."""
     stats = SplitStats(boxes=[0] * len(names))
-    work = split_workdir(dst, split)
     gt_entries: list[tuple[str, int, int]] = []
     per_image: dict[str, VisDroneImage] = {}
     progress = Progress(f"{split} ({source.path.name})", len(source.images), verbose)
-    zf = zipfile.ZipFile(source.path) if source.kind == "zip" else None
-    try:
+    with split_workdir(dst, split) as work, source.open() as zf:
         for name in sorted(source.images):
             target = work / "images" / name
-            if zf is not None:
-                with zf.open(source.images[name]) as r, open(target, "wb") as w:
-                    shutil.copyfileobj(r, w, 1 << 20)
-                method = "extract"
-            else:
-                method = place_file(source.images[name], target, images_mode)
-            stats.placement[method] = stats.placement.get(method, 0) + 1
+            stats.placed(source.place(zf, name, target, images_mode))
             width, height = read_image_size(target)
             stem = Path(name).stem
             ann_ref = source.annotations.get(stem)
             if ann_ref is None:
                 summary.warnings.append(f"{source.label(source.images[name])}: no annotation file, image kept empty")
-                text = ""
-            elif zf is not None:
-                text = zf.read(ann_ref).decode("utf-8-sig", errors="replace")
-            else:
-                text = Path(ann_ref).read_text(encoding="utf-8-sig", errors="replace")
+            text = source.read_text(zf, ann_ref) if ann_ref is not None else ""
             conv = convert_visdrone_annotation(text, width, height, source.label(ann_ref or stem), keep_others)
-            rows = [yolo_label_line(c, x1, y1, x2, y2, width, height) for c, x1, y1, x2, y2 in conv.labels]
-            (work / "labels" / f"{stem}.txt").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+            write_yolo_labels(work / "labels" / f"{stem}.txt", conv.labels, width, height)
             _count(stats, conv)
             summary.warnings.extend(conv.warnings)
             gt_entries.append((f"images/{split}/{name}", width, height))
-            per_image[f"images/{split}/{name}"] = conv
+            per_image[gt_entries[-1][0]] = conv
             progress.update()
-    except BaseException:
-        if zf is not None:
-            zf.close()
-        remove_tree(work)
-        raise
-    if zf is not None:
-        zf.close()
     for stem in sorted(set(source.annotations) - {Path(n).stem for n in source.images}):
         summary.warnings.append(f"{source.label(source.annotations[stem])}: annotation file without an image, skipped")
     gt = _gt_dict(gt_entries, per_image, names) if write_gt else None
@@ -389,7 +367,7 @@ def _gt_dict(entries: list[tuple[str, int, int]], per_image: dict[str, VisDroneI
                 bbox = [x1, y1, x2 - x1, y2 - y1]
                 annotations.append({"image_id": im["id"], "category_id": cat, "bbox": bbox, "iscrowd": 1})
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
-    return {"images": images, "annotations": annotations, "categories": categories, "description": "VisDrone2019-DET"}
+    return {"images": images, "annotations": annotations, "categories": categories, "description": DATASET}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -426,26 +404,21 @@ def prepare_visdrone(
         The summary (also written to ``DST/prepare_summary.json``).
 
     Raises:
-        FileNotFoundError: If ``src`` or a requested split's zip/folder is missing (the message names them).
-        ValueError: For an unknown split name or a file that is not a zip.
+        DataNotFoundError: If ``src`` or a requested split's zip/folder is missing (the message names them).
+        DataError: For an unknown split name or a file that is not a zip.
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise FileNotFoundError(f"VisDrone source folder not found: {src}")
-    wanted = _normalise_splits(splits)
-    sources: dict[str, _Source] = {}
-    for split in wanted or list(VISDRONE_SPLITS):
-        source = _find_source(src, split)
-        if source is not None:
-            sources[split] = source
-        elif wanted is not None:
-            raise FileNotFoundError(f"VisDrone {split} split not found: expected {_expected(src, split)}")
-    if not sources:
-        expected = "; ".join(_expected(src, s) for s in VISDRONE_SPLITS)
-        raise FileNotFoundError(f"no VisDrone2019-DET split found in {src}: expected any of {expected}")
-
+    sources = select_splits(
+        src,
+        splits,
+        lambda s: _find_source(src, s),
+        lambda s: _expected(src, s),
+        DATASET,
+        list(VISDRONE_SPLITS),
+        _SPLIT_ALIASES,
+    )
     names = list(VISDRONE_NAMES) + ([OTHERS_NAME] if keep_others else [])
-    summary = PrepareSummary("VisDrone2019-DET", dst.resolve(), names=names)
+    summary = PrepareSummary(DATASET, dst.resolve(), names=names)
     dst.mkdir(parents=True, exist_ok=True)
     for split, source in sources.items():
         if verbose:
@@ -457,8 +430,4 @@ def prepare_visdrone(
         "VisDrone2019-DET prepared by drconv_yolo.data.visdrone (prepare visdrone). Ground truth for pycocotools:\n"
         "annotations/instances_<split>.json (val, test). Evaluate with max_det=1000 for dense scenes."
     )
-    summary.yaml = write_dataset_yaml(dst, name, names, comment)
-    atomic_write_json(dst / "prepare_summary.json", summary.to_dict(), indent=1)
-    if verbose:
-        print(summary.format(), flush=True)
-    return summary
+    return summary.finish(name, comment, verbose)
