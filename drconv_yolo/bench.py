@@ -10,23 +10,26 @@ on top of what existed before the step.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import json
-import os
-import platform
 import statistics
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
+from .io import atomic_write_json
+from .measure import environment, median_ms, peak_mb
 from .modules import DRConv2d, autopad
+
+DEFAULT_OUT = Path("bench_results/drconv_layer.json")
+DEFAULT_BATCHES = (1, 8)
+DEFAULT_REGIONS = 8
+DEFAULT_REPEATS = 5
+SEED = 0  # weights and inputs are the same on every run of the benchmark
 
 # (c1, c2, input size, k, s): the stride-2 convs of the YOLOv8n backbone plus a neck-like and a 1x1 layer
 YOLOV8N_SHAPES = (
@@ -41,6 +44,8 @@ YOLOV8N_SHAPES = (
 
 @dataclass
 class Row:
+    """One shape at one batch size: medians in milliseconds and peak MiB of a training step, per implementation."""
+
     c1: int
     c2: int
     size: int
@@ -59,53 +64,13 @@ class Row:
 
     @property
     def shape(self) -> str:
+        """``16->32 @320 k3 s2``."""
         return f"{self.c1}->{self.c2} @{self.size} k{self.k} s{self.s}"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1):
-    """Median wall time in milliseconds of each function, timed round-robin (one run of each per round), so a drift
-    in the machine's speed during the measurement affects every function alike and their ratios stay fair."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
-    """Peak MiB allocated by ``fn`` above what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        current += e.nbytes()
-        peak = max(peak, current)
-    return peak / 2**20
-
-
 def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One forward + backward of ``module`` on ``x``, gradients cleared first so every step allocates alike."""
+
     def step():
         module.zero_grad(set_to_none=True)
         x.grad = None
@@ -114,8 +79,23 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def bench_shape(c1, c2, size, k, s, batch, regions=8, device="cpu", repeats=5) -> Row:
-    """Measure one shape and batch size; returns a ``Row``."""
+def bench_shape(c1, c2, size, k, s, batch, regions=DEFAULT_REGIONS, device="cpu", repeats=DEFAULT_REPEATS) -> Row:
+    """Measure one shape and batch size: nn.Conv2d, DRConv2d with the fast op and with the reference op.
+
+    Args:
+        c1: Input channels.
+        c2: Output channels.
+        size: Square input side.
+        k: Kernel size.
+        s: Stride.
+        batch: Batch size.
+        regions: DRConv regions ``m``.
+        device: Torch device string.
+        repeats: Timed rounds per median.
+
+    Returns:
+        The row: inference and training-step medians, and the training step's peak memory, per implementation.
+    """
     device = torch.device(device)
     conv = nn.Conv2d(c1, c2, k, s, autopad(k)).to(device)
     fast = DRConv2d(c1, c2, k, s, regions=regions, impl="fast").to(device)
@@ -135,7 +115,14 @@ def bench_shape(c1, c2, size, k, s, batch, regions=8, device="cpu", repeats=5) -
 
 
 def summarize(rows: Sequence[Row]) -> dict:
-    """Ratios per row and the medians/maxima the acceptance targets are stated in."""
+    """Ratios per row and the medians/maxima the acceptance targets are stated in.
+
+    Args:
+        rows: Measured rows.
+
+    Returns:
+        ``{"batch<B>": {ratio name: value}}`` per batch size.
+    """
     out = {}
     for batch in sorted({r.batch for r in rows}):
         rs = [r for r in rows if r.batch == batch]
@@ -169,38 +156,30 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def environment() -> dict:
-    """What the figures were measured on."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def run(
     shapes=YOLOV8N_SHAPES,
-    batches=(1, 8),
-    regions=8,
+    batches=DEFAULT_BATCHES,
+    regions=DEFAULT_REGIONS,
     device="cpu",
-    repeats=5,
-    out: Optional[Path] = Path("bench_results/drconv_layer.json"),
+    repeats=DEFAULT_REPEATS,
+    out: Optional[Path] = DEFAULT_OUT,
     log=print,
 ) -> dict:
-    """Benchmark every shape x batch; print progress and the table; write JSON to ``out``; return the payload."""
-    torch.manual_seed(0)
+    """Benchmark every shape x batch; print progress and the table; write JSON to ``out``; return the payload.
+
+    Args:
+        shapes: ``(c1, c2, input size, k, s)`` per layer.
+        batches: Batch sizes, each measured at every shape.
+        regions: DRConv regions ``m``.
+        device: Torch device string.
+        repeats: Timed rounds per median.
+        out: JSON path, or None to write nothing.
+        log: ``print``-like progress sink.
+
+    Returns:
+        ``{"environment", "settings", "rows", "summary"}``, the JSON written.
+    """
+    torch.manual_seed(SEED)
     rows: List[Row] = []
     total = len(shapes) * len(batches)
     for batch in batches:
@@ -208,7 +187,7 @@ def run(
             log(f"[{len(rows) + 1}/{total}] {c1}->{c2} @{size} k{k} s{s} batch {batch} ...", flush=True)
             rows.append(bench_shape(c1, c2, size, k, s, batch, regions, device, repeats))
     payload = {
-        "environment": environment(),
+        "environment": environment(str(device)),
         "settings": {"regions": regions, "device": str(device), "repeats": repeats, "dtype": "float32"},
         "rows": [asdict(r) for r in rows],
         "summary": summarize(rows),
@@ -216,26 +195,6 @@ def run(
     log(format_table(rows))
     log(json.dumps(payload["summary"], indent=2))
     if out is not None:
-        write_json(Path(out), payload)
+        atomic_write_json(out, payload, indent=2)
         log(f"wrote {out}")
     return payload
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``drconv-yolo bench``: the layer benchmark."""
-    parser = argparse.ArgumentParser(prog="drconv-yolo bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
-    parser.add_argument("--regions", type=int, default=8, help="number of regions m (default: 8)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (default: 5)")
-    parser.add_argument("--quick", action="store_true", help="only the first two shapes, 2 repeats (smoke run)")
-    parser.add_argument("--out", type=Path, default=Path("bench_results/drconv_layer.json"), help="JSON output path")
-    args = parser.parse_args(argv)
-    shapes = YOLOV8N_SHAPES[:2] if args.quick else YOLOV8N_SHAPES
-    repeats = 2 if args.quick else args.repeats
-    run(shapes, tuple(args.batches), args.regions, args.device, repeats, args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ Same as ``drconv-yolo bench``; the logic lives in ``drconv_yolo.bench``.
 
 import sys
 
-from drconv_yolo.bench import main
+from drconv_yolo.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -15,10 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from drconv_yolo.compare import demo_main, main  # noqa: E402
+from drconv_yolo.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    if argv[:1] == ["--demo"]:
-        sys.exit(demo_main(argv[1:]))
-    sys.exit(main(argv))
+    sys.exit(main(["demo", *argv[1:]] if argv[:1] == ["--demo"] else ["compare", *argv]))

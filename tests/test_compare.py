@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drconv_yolo import compare as cmp
-from drconv_yolo import report as rep
+from drconv_yolo import cli, experiment
+from drconv_yolo.experiment import demo_profiles
+from drconv_yolo.experiment import report as rep
 
 MODELS = ["yolov8n.yaml", "yolov8n-drconv.yaml"]
 ARMS = ["yolov8n", "yolov8n-drconv"]
@@ -70,22 +71,22 @@ def test_formatting_uses_display_units():
 
 
 def test_arm_names_are_stems_and_unique():
-    assert cmp.arm_names(MODELS) == ARMS
-    assert cmp.arm_names(["a/weights/best.pt", "b/weights/best.pt"]) == ["a-best", "b-best"]
-    assert cmp.arm_names(["x/m.yaml", "x/m.yaml"]) == ["x-m", "x-m-2"]
+    assert experiment.arm_names(MODELS) == ARMS
+    assert experiment.arm_names(["a/weights/best.pt", "b/weights/best.pt"]) == ["a-best", "b-best"]
+    assert experiment.arm_names(["x/m.yaml", "x/m.yaml"]) == ["x-m", "x-m-2"]
 
 
 def test_overrides_are_typed_and_checked():
-    assert cmp.parse_overrides(["lr0=0.01", "mosaic=0", "optimizer=SGD", "cos_lr=True"]) == {
+    assert experiment.parse_overrides(["lr0=0.01", "mosaic=0", "optimizer=SGD", "cos_lr=True"]) == {
         "lr0": 0.01,
         "mosaic": 0,
         "optimizer": "SGD",
         "cos_lr": True,
     }
-    with pytest.raises(cmp.CompareError, match="'seed' cannot be overridden"):
-        cmp.parse_overrides(["seed=3"])
-    with pytest.raises(cmp.CompareError, match="'not_a_key' is not an Ultralytics train argument"):
-        cmp.parse_overrides(["not_a_key=1"])
+    with pytest.raises(experiment.CompareError, match="'seed' cannot be overridden"):
+        experiment.parse_overrides(["seed=3"])
+    with pytest.raises(experiment.CompareError, match="'not_a_key' is not an Ultralytics train argument"):
+        experiment.parse_overrides(["not_a_key=1"])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def finished(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "out"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cmp.main(_argv(dataset, out, "mosaic=0"))
+        rc = cli.main(["compare", *_argv(dataset, out, "mosaic=0")])
     assert rc == 0, buf.getvalue()[-3000:]
     return out, buf.getvalue()
 
@@ -333,9 +334,8 @@ def test_second_invocation_trains_nothing(finished, capsys):
     out, _ = finished
     before = _mtimes(out)
     assert len(before) == 4 * 4  # run.json, best.pt, last.pt, results.csv per run
-    assert (
-        cmp.main(_argv(Path(json.loads((out / "results.json").read_text())["settings"]["data"]), out, "mosaic=0")) == 0
-    )
+    data = Path(json.loads((out / "results.json").read_text())["settings"]["data"])
+    assert cli.main(["compare", *_argv(data, out, "mosaic=0")]) == 0
     log = capsys.readouterr().out
     assert log.count("finished earlier") == 4 and "training" not in log.replace("training loop", "")
     assert "0 run(s) trained now, 4 reused" in log
@@ -346,7 +346,7 @@ def test_second_invocation_trains_nothing(finished, capsys):
 def test_other_settings_in_the_same_folder_are_refused(finished, dataset, capsys):
     out, _ = finished
     before = _mtimes(out)
-    assert cmp.main(_argv(dataset, out, "mosaic=0", "lr0=0.02")) == 2
+    assert cli.main(["compare", *_argv(dataset, out, "mosaic=0", "lr0=0.02")]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "lr0" in err and "another --out" in err
     assert _mtimes(out) == before
@@ -361,7 +361,7 @@ def test_interrupted_run_is_deleted_and_trained_again(finished, dataset, tmp_pat
     (victim / "run.json").unlink()  # as if killed before the end
     (victim / "stray.txt").write_text("partial")
     before = {k: v for k, v in _mtimes(out).items() if "/seed1/" not in k or "/yolov8n/" not in k}
-    assert cmp.main(_argv(dataset, out, "mosaic=0", "--in-process")) == 0
+    assert cli.main(["compare", *_argv(dataset, out, "mosaic=0", "--in-process")]) == 0
     log = capsys.readouterr().out
     assert "[run 3/4] yolov8n seed 1:" in log and "interrupted; deleting it and training again" in log
     assert "1 run(s) trained now, 3 reused" in log
@@ -383,18 +383,18 @@ def test_missing_model_is_named_before_training(dataset, tmp_path, capsys):
     out = tmp_path / "out"
     argv = _argv(dataset, out)
     argv[argv.index("yolov8n-drconv.yaml")] = str(tmp_path / "nope-drconv.yaml")
-    assert cmp.main(argv) == 2
+    assert cli.main(["compare", *argv]) == 2
     err = capsys.readouterr().err
     assert "model YAML not found" in err and "nope-drconv.yaml" in err
     argv[argv.index(str(tmp_path / "nope-drconv.yaml"))] = str(tmp_path / "missing.pt")
-    assert cmp.main(argv) == 2
+    assert cli.main(["compare", *argv]) == 2
     assert "model weights not found" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_missing_dataset_or_ground_truth_is_named_before_training(dataset, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cmp.main(_argv(tmp_path / "nothere.yaml", out)) == 2
+    assert cli.main(["compare", *_argv(tmp_path / "nothere.yaml", out)]) == 2
     err = capsys.readouterr().err
     assert "dataset YAML not found" in err and "nothere.yaml" in err
     copy = tmp_path / "copy"
@@ -402,7 +402,7 @@ def test_missing_dataset_or_ground_truth_is_named_before_training(dataset, tmp_p
     (copy / "annotations" / "instances_val.json").unlink()
     text = (copy / "synthetic.yaml").read_text().replace(str(dataset.parent), str(copy))
     (copy / "synthetic.yaml").write_text(text)
-    assert cmp.main(_argv(copy / "synthetic.yaml", out)) == 2
+    assert cli.main(["compare", *_argv(copy / "synthetic.yaml", out)]) == 2
     err = capsys.readouterr().err
     assert "ground-truth JSON not found" in err and "instances_val.json" in err
     assert not out.exists()
@@ -411,9 +411,9 @@ def test_missing_dataset_or_ground_truth_is_named_before_training(dataset, tmp_p
 def test_one_model_or_reserved_key_is_refused(dataset, tmp_path, capsys):
     argv = _argv(dataset, tmp_path / "out")
     argv.remove("yolov8n-drconv.yaml")
-    assert cmp.main(argv) == 2
+    assert cli.main(["compare", *argv]) == 2
     assert "at least one other model" in capsys.readouterr().err
-    assert cmp.main(_argv(dataset, tmp_path / "out", "project=/tmp/x")) == 2
+    assert cli.main(["compare", *_argv(dataset, tmp_path / "out", "project=/tmp/x")]) == 2
     assert "'project' cannot be overridden" in capsys.readouterr().err
 
 
@@ -425,21 +425,11 @@ def test_one_model_or_reserved_key_is_refused(dataset, tmp_path, capsys):
 def test_demo_prepares_the_dataset_and_compares_yolov8n_arms(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_compare(data, models, seeds, epochs, imgsz, batch, device, workers, out, overrides, **kwargs):
-        seen.update(
-            data=data,
-            models=models,
-            seeds=seeds,
-            epochs=epochs,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            out=out,
-            overrides=overrides,
-        )
+    def fake_compare(settings):
+        seen.update(vars(settings))
         return {}
 
-    monkeypatch.setattr(cmp, "compare", fake_compare)
+    monkeypatch.setattr(demo_profiles, "compare", fake_compare)
     argv = [
         "--quick",
         "--data-dir",
@@ -451,14 +441,14 @@ def test_demo_prepares_the_dataset_and_compares_yolov8n_arms(tmp_path, monkeypat
         "epochs=2",
         "lr0=0.02",
     ]
-    assert cmp.demo_main(argv) == 0
+    assert cli.main(["demo", *argv]) == 0
     log = capsys.readouterr().out
     assert "estimate ~" in log and "min" in log
-    q = cmp.DEMO_PROFILES["quick"]
-    assert seen["models"] == list(cmp.DEMO_MODELS) == ["yolov8n.yaml", "yolov8n-drconv.yaml"]
+    q = experiment.DEMO_PROFILES["quick"]
+    assert seen["models"] == list(experiment.DEMO_MODELS) == ["yolov8n.yaml", "yolov8n-drconv.yaml"]
     assert (seen["seeds"], seen["epochs"], seen["imgsz"], seen["batch"]) == (q["seeds"], 2, q["imgsz"], q["batch"])
     assert (
-        seen["overrides"] == {**cmp.DEMO_TRAIN, "lr0": 0.02}
+        seen["overrides"] == {**experiment.DEMO_TRAIN, "lr0": 0.02}
         and seen["device"] == "cpu"
         and seen["out"] == str(tmp_path / "demo")
     )
@@ -469,9 +459,9 @@ def test_demo_prepares_the_dataset_and_compares_yolov8n_arms(tmp_path, monkeypat
 
 
 def test_demo_default_profile_fits_the_time_budget(monkeypatch):
-    monkeypatch.setattr(cmp.os, "cpu_count", lambda: 2)  # the estimate is calibrated on 2 CPU cores
-    p = cmp.DEMO_PROFILES["default"]
+    monkeypatch.setattr(demo_profiles.os, "cpu_count", lambda: 2)  # the estimate is calibrated on 2 CPU cores
+    p = experiment.DEMO_PROFILES["default"]
     assert len(p["seeds"]) >= 2  # a spread needs several seeds
-    assert cmp.estimate_seconds(p, "cpu") <= 15 * 60
-    assert cmp.estimate_seconds(cmp.DEMO_PROFILES["quick"], "cpu") <= 2 * 60
-    assert cmp.estimate_seconds(p, "0") is None
+    assert experiment.estimate_seconds(p, "cpu") <= 15 * 60
+    assert experiment.estimate_seconds(experiment.DEMO_PROFILES["quick"], "cpu") <= 2 * 60
+    assert experiment.estimate_seconds(p, "0") is None

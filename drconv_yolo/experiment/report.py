@@ -1,8 +1,8 @@
-"""Tables and plots of a comparison: summary statistics, deltas to the baseline, report.md, CSV, JSON and PNGs.
+"""The figures of a comparison: summary statistics, deltas to the baseline, and the text of report.md, CSV and JSON.
 
-Input: the run records written by :mod:`drconv_yolo.compare` (``run.json``: ``spec`` with ``arm`` and ``seed``,
-``metrics`` flat, ``per_epoch`` from Ultralytics' ``results.csv``). Everything here is pure except
-:func:`write_report`, which writes each file to a temporary name and renames it when complete.
+Input: the run records written by :mod:`drconv_yolo.experiment.worker` (``run.json``: ``spec`` with ``arm`` and
+``seed``, ``metrics`` flat, ``per_epoch`` from Ultralytics' ``results.csv``). Everything here is pure: the plots are
+:mod:`~drconv_yolo.experiment.plots`, and :func:`drconv_yolo.experiment.run.write_report` writes the files.
 
 Statistics: per arm, the mean and sample standard deviation (``ddof=1``; none with one seed) over seeds. Delta to the
 baseline (the first arm): paired by seed, ``mean_s(arm_s - baseline_s) ± std_s(arm_s - baseline_s)`` over the seeds
@@ -15,24 +15,24 @@ import csv
 import io
 import json
 import math
-import os
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
+    "BY_KEY",
+    "FILES",
     "METRICS",
     "Metric",
+    "build_results",
     "console_summary",
+    "csv_text",
     "deltas",
     "fmt_delta",
     "fmt_mean_std",
     "markdown_report",
     "stats",
     "summarize",
-    "write_report",
 ]
 
 FILES = {
@@ -89,7 +89,7 @@ METRICS = (
     Metric("peak_mem_MB", "peak memory", "MB", 1.0, 0, "cost"),
 )
 BY_KEY = {m.key: m for m in METRICS}
-CURVES = (("metrics/mAP50-95(B)", "mAP50-95"), ("metrics/mAP50(B)", "mAP50"))
+SETTINGS_INDENT = 1  # of the JSON blocks in report.md
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -266,13 +266,13 @@ def _settings_lines(settings: Mapping[str, Any], env: Mapping[str, Any]) -> list
         "Ultralytics train arguments, identical for every run (plus `model`, and `seed` per seed):",
         "",
         "```json",
-        json.dumps(settings["train"], indent=1, sort_keys=True),
+        json.dumps(settings["train"], indent=SETTINGS_INDENT, sort_keys=True),
         "```",
         "",
         "Evaluation (`drconv_yolo.evaluation.evaluate` on `best.pt`) and measurements:",
         "",
         "```json",
-        json.dumps({"eval": settings["eval"], "measure": settings["measure"]}, indent=1, sort_keys=True),
+        json.dumps({"eval": settings["eval"], "measure": settings["measure"]}, indent=SETTINGS_INDENT, sort_keys=True),
         "```",
         "",
         "## Environment",
@@ -357,7 +357,7 @@ def console_summary(results: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# CSV and plots
+# CSV and JSON
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -381,111 +381,6 @@ def csv_text(records: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _curves(records: Sequence[Mapping[str, Any]], arm: str, column: str) -> list[list[float]]:
-    """Per seed, the per-epoch values of ``column`` for ``arm``."""
-    return [
-        [row.get(column, math.nan) for row in r.get("per_epoch", [])]
-        for r in records
-        if r["spec"]["arm"] == arm and r.get("per_epoch")
-    ]
-
-
-def plot_curves(results: Mapping[str, Any], path: Path) -> None:
-    """mAP50-95 and mAP50 per epoch: per arm the mean over seeds (line) and the min-max band over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2), squeeze=False)
-    for ax, (column, label) in zip(axes[0], CURVES):
-        for i, arm in enumerate(results["arms"]):
-            curves = _curves(results["runs"], arm, column)
-            if not curves:
-                continue
-            n = max(len(c) for c in curves)
-            y = np.full((len(curves), n), np.nan)
-            for k, c in enumerate(curves):
-                y[k, : len(c)] = c
-            y *= 100
-            x = np.arange(1, n + 1)
-            color = f"C{i}"
-            with warnings.catch_warnings():  # an epoch no seed reached is all-NaN: left as a gap
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, lo, hi = np.nanmean(y, 0), np.nanmin(y, 0), np.nanmax(y, 0)
-            ax.plot(x, mean, color=color, marker="o", ms=3, label=f"{arm} (mean of {len(curves)} seeds)")
-            ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
-        ax.set(xlabel="epoch", ylabel=f"{label} (%)", title=f"{label} per epoch (band: min-max over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def plot_deltas(results: Mapping[str, Any], path: Path) -> None:
-    """Δ to the baseline per metric with error bars (std of the paired delta): accuracy in points, cost in %."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    arms = results["arms"]
-    acc = [m for m in METRICS if m.kind == "accuracy"]
-    cost = [m for m in METRICS if m.kind == "cost"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * max(len(acc), len(cost)) + 1.8))
-    n = max(1, len(arms) - 1)
-    for ax, group, title in ((axes[0], acc, "accuracy: Δ points (%)"), (axes[1], cost, "cost: Δ relative (%)")):
-        for i, arm in enumerate(arms[1:]):
-            ys, xs, errs = [], [], []
-            for j, m in enumerate(group):
-                d = results["deltas"][arm][m.key]
-                if d["mean"] is None:
-                    continue
-                if m.kind == "accuracy":
-                    x, err = d["mean"] * 100, (d["std"] or 0.0) * 100
-                else:
-                    base = results["summary"][arms[0]][m.key]["mean"]
-                    if not base:
-                        continue
-                    x, err = d["mean"] / base * 100, (d["std"] or 0.0) / abs(base) * 100
-                ys.append(j + (i - (n - 1) / 2) * 0.25)
-                xs.append(x)
-                errs.append(err)
-            ax.errorbar(xs, ys, xerr=errs, fmt="o", color=f"C{i + 1}", capsize=3, label=f"{arm} − {arms[0]}")
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(range(len(group)), [m.label for m in group])
-        ax.invert_yaxis()
-        ax.set(title=title, xlabel="Δ (error bar: std over seeds of the paired Δ)")
-        ax.grid(alpha=0.3, axis="x")
-        ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    """Save a figure as PNG through a temporary name."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.tight_layout()
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Writing
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _write_text(path: Path, text: str) -> None:
-    from drconv_yolo.data._io import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
 def build_results(
     records: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], env: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -494,7 +389,7 @@ def build_results(
     Args:
         records: Run records (any order; arm order comes from ``settings["arms"]``).
         settings: Comparison settings (``arms`` ``{name: model}``, ``seeds``, ``train``, ...).
-        env: :func:`drconv_yolo.compare.environment`.
+        env: :func:`drconv_yolo.measure.environment`.
 
     Returns:
         The results dict.
@@ -516,30 +411,3 @@ def build_results(
         "deltas": deltas(runs, arms),
         "runs": runs,
     }
-
-
-def write_report(
-    out: str | os.PathLike, records: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], env: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write plots, ``results.csv``, ``results.json`` and ``report.md`` (last) into ``out``, each atomically.
-
-    Args:
-        out: Output folder.
-        records: Run records.
-        settings: Comparison settings.
-        env: Environment description.
-
-    Returns:
-        The results dict with ``"paths"`` (``{"report", "csv", "json", "curves", "deltas"}`` absolute paths).
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = build_results(records, settings, env)
-    paths = {k: out / v for k, v in FILES.items()}
-    plot_curves(results, paths["curves"])
-    plot_deltas(results, paths["deltas"])
-    _write_text(paths["csv"], csv_text(results["runs"]))
-    _write_text(paths["json"], json.dumps(results, indent=1, default=str) + "\n")
-    _write_text(paths["report"], markdown_report(results))
-    results["paths"] = {k: str(v) for k, v in paths.items()}
-    return results

@@ -1,0 +1,99 @@
+"""``drconv-yolo compare``: the baseline comparison's command line (the comparison is :mod:`drconv_yolo.experiment`).
+
+The options ``compare`` shares with ``demo`` are defined here once (:func:`add_run_options`, :func:`run_options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, List
+
+from ..experiment import CompareSettings, compare, parse_overrides
+from .options import HelpFormatter, parse
+
+DEFAULTS = CompareSettings  # the dataclass's field defaults are the options' defaults
+USAGE = "drconv-yolo compare --data DATA.yaml --models BASE.yaml OTHER.yaml [...] [options] [key=value ...]"
+DESCRIPTION = (
+    "Train every model x seed with identical Ultralytics arguments (only the model differs), evaluate best.pt "
+    "(Ultralytics mAP + pycocotools), measure params, GFLOPs, latency, throughput, wall time and peak memory, and "
+    "write OUT/report.md, results.csv, results.json and plots. Finished runs are reused when run again with the same "
+    "--out; interrupted ones are trained again. Any further Ultralytics train argument can be given as key=value "
+    "(e.g. optimizer=SGD lr0=0.01 mosaic=0); it applies to every run."
+)
+EPILOG = (
+    "example: drconv-yolo compare --data datasets/synthetic/synthetic.yaml --models yolov8n.yaml yolov8n-drconv.yaml "
+    "--seeds 0 1 2 --epochs 50 --imgsz 256 --device 0"
+)
+# The options of each parser that are CompareSettings fields of the same name.
+RUN_FIELDS = ("device", "workers", "max_det", "latency_runs", "latency_warmup", "in_process")
+COMPARE_FIELDS = ("data", "models", "seeds", "epochs", "imgsz", "batch", "out", "split", "gt")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options shared by ``compare`` and ``demo``: device, workers, evaluation and latency settings."""
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="Ultralytics device: cpu, 0, 0,1 (DDP), mps; default GPU 0 if available, else cpu",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULTS.workers, help="dataloader workers (Ultralytics uses 0 on CPU)"
+    )
+    parser.add_argument(
+        "--max-det", type=int, default=DEFAULTS.max_det, help="detections per image at evaluation (1000 on VisDrone)"
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=DEFAULTS.latency_runs, help="timed batch-1 forward passes (median reported)"
+    )
+    parser.add_argument(
+        "--latency-warmup", type=int, default=DEFAULTS.latency_warmup, help="untimed forward passes before timing"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="train in this process, not one subprocess per run (faster start; the CPU peak RSS is then "
+        "the whole process's high-water mark)",
+    )
+
+
+def run_options(args: argparse.Namespace, name: str, argv: List[str]) -> dict[str, Any]:
+    """The :class:`CompareSettings` fields of :func:`add_run_options`' options, plus the command line as typed."""
+    return {**{key: getattr(args, key) for key in RUN_FIELDS}, "command": " ".join(["drconv-yolo", name, *argv])}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``compare`` argument parser (``key=value`` tokens that name no option are Ultralytics train overrides)."""
+    p = argparse.ArgumentParser(
+        prog="drconv-yolo compare", usage=USAGE, description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
+    p.add_argument("--data", required=True, help="dataset YAML (its annotations/instances_<split>.json is the GT)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="MODEL",
+        help="model YAMLs or .pt weights; the first is the baseline, arm names are the file stems",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=list(DEFAULTS.seeds),
+        help="training seeds, each arm trains once per seed",
+    )
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="training epochs")
+    p.add_argument("--imgsz", type=int, default=DEFAULTS.imgsz, help="train, evaluation and latency image size")
+    p.add_argument("--batch", type=int, default=DEFAULTS.batch, help="train and evaluation batch size")
+    p.add_argument("--out", default=DEFAULTS.out, help="output folder (reused runs are found here)")
+    p.add_argument("--split", default=DEFAULTS.split, help="split evaluated after training")
+    p.add_argument("--gt", help="ground-truth JSON (default <dataset>/annotations/instances_<split>.json)")
+    add_run_options(p)
+    return p
+
+
+def run(argv: List[str]) -> int:
+    """``drconv-yolo compare ...``; returns the exit code (user errors propagate to the dispatcher)."""
+    args, extra = parse(build_parser(), argv, allow_extra=True)
+    fields = {key: getattr(args, key) for key in COMPARE_FIELDS}
+    compare(CompareSettings(**fields, overrides=parse_overrides(extra), **run_options(args, "compare", argv)))
+    return 0

@@ -1,0 +1,27 @@
+"""``drconv-yolo _worker SPEC.json``: internal, one run of a comparison in a fresh process (started by compare)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List
+
+from ..experiment.worker import run_spec_file
+from .options import HelpFormatter, parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``_worker`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="drconv-yolo _worker", description="internal: one compare run", formatter_class=HelpFormatter
+    )
+    p.add_argument("spec", type=Path, help="spec.json written by compare")
+    p.add_argument("--n-train", type=int, default=None, help="training images (DDP throughput fallback)")
+    return p
+
+
+def run(argv: List[str]) -> int:
+    """Run the spec; returns the exit code."""
+    args, _ = parse(build_parser(), argv)
+    run_spec_file(args.spec, args.n_train)
+    return 0

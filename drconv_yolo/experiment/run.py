@@ -1,0 +1,145 @@
+"""The baseline comparison: every model x seed trained with one recipe, evaluated, measured and reported.
+
+:func:`compare` trains each model (an *arm*; the first one is the baseline) once per seed with identical Ultralytics
+arguments (only ``model`` differs; ``seed`` differs between seeds, not between arms), evaluates ``best.pt`` with
+:func:`drconv_yolo.evaluation.evaluate` (Ultralytics mAP50/mAP50-95 and pycocotools AP/AR on the prepared ground
+truth), measures parameters, GFLOPs, batch-1 latency, training throughput, wall time and peak memory
+(:mod:`~drconv_yolo.experiment.worker`), and writes a report (:mod:`~drconv_yolo.experiment.report`).
+
+Output folder::
+
+    OUT/report.md results.csv results.json map_per_epoch.png deltas.png   (each written to a temp name, renamed)
+    OUT/runs/<arm>/seed<k>/           Ultralytics' run folder: weights/best.pt, results.csv (per epoch), args.yaml
+    OUT/runs/<arm>/seed<k>/eval/      the evaluation: coco_eval.json, predictions
+    OUT/runs/<arm>/seed<k>/run.json   the run's record, written last: its completion marker
+
+Resuming: a run whose ``run.json`` exists (with the same settings) is skipped; a run folder without it was
+interrupted and is deleted and trained again from scratch. A folder holding runs made with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..io import atomic_write_json, atomic_write_text
+from ..measure import environment
+from . import plots
+from . import report as rep
+from .plan import RUN_FILE, RunSpec, make_plan, run_state
+from .settings import CompareError, CompareSettings
+from .worker import run_one, worker_command, write_spec
+
+__all__ = ["compare", "write_report"]
+
+RESULTS_INDENT = 1
+
+
+def _launch(spec: RunSpec, n_train: int, in_process: bool) -> dict[str, Any]:
+    """Run one spec in a subprocess (default) or in this process; return its record."""
+    if in_process:
+        return run_one(spec, n_train, in_process=True)
+    record = Path(spec.run_dir) / RUN_FILE
+    rc = subprocess.call(worker_command(write_spec(spec), n_train))
+    if rc != 0 or not record.is_file():
+        raise CompareError(
+            f"{spec.label} failed (exit code {rc}); see the output above. The partial folder {spec.run_dir} is "
+            "trained again from scratch on the next invocation"
+        )
+    return json.loads(record.read_text(encoding="utf-8"))
+
+
+def _reuse(spec: RunSpec) -> dict[str, Any]:
+    """The record of a run finished earlier, its paths updated to where the folder is now."""
+    run_dir = Path(spec.run_dir)
+    print(f"{spec.label}: finished earlier ({run_dir / RUN_FILE}), skipped", flush=True)
+    record = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    record["spec"].update(index=spec.index, total=spec.total, run_dir=spec.run_dir)  # the folder may have moved
+    record["weights"] = str(run_dir / "weights" / Path(record["weights"]).name)
+    return record
+
+
+def _train(spec: RunSpec, state: str, n_train: int, in_process: bool) -> dict[str, Any]:
+    """Train a new or interrupted run (its partial folder deleted first); returns the record."""
+    run_dir = Path(spec.run_dir)
+    if state == "partial":
+        print(f"{spec.label}: {run_dir} was interrupted; deleting it and training again", flush=True)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{spec.label}: training {spec.model} ...", flush=True)
+    t0 = time.perf_counter()
+    record = _launch(spec, n_train, in_process)
+    m = record["metrics"]
+    print(
+        f"{spec.label}: done in {(time.perf_counter() - t0) / 60:.1f} min: mAP50-95 "
+        f"{m['mAP50-95']:.4f}, mAP50 {m['mAP50']:.4f}, latency {m['latency_ms']:.1f} ms",
+        flush=True,
+    )
+    return record
+
+
+def _run_all(runs: Sequence[RunSpec], n_train: int, in_process: bool) -> tuple[list[dict], int]:
+    """Skip finished runs, restart interrupted ones, train the rest; return (records, number trained now)."""
+    states = [run_state(s) for s in runs]  # raises before any training if an old run conflicts
+    records = [
+        _reuse(spec) if state == "done" else _train(spec, state, n_train, in_process)
+        for spec, state in zip(runs, states)
+    ]
+    return records, sum(state != "done" for state in states)
+
+
+def write_report(
+    out: Path, records: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], env: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write plots, ``results.csv``, ``results.json`` and ``report.md`` (last) into ``out``, each atomically.
+
+    Args:
+        out: Output folder.
+        records: Run records.
+        settings: Comparison settings (:meth:`~drconv_yolo.experiment.plan.Plan.describe`).
+        env: :func:`drconv_yolo.measure.environment`.
+
+    Returns:
+        The results dict with ``"paths"`` (``{"report", "csv", "json", "curves", "deltas"}`` absolute paths).
+    """
+    results = rep.build_results(records, settings, env)
+    paths = {k: Path(out) / v for k, v in rep.FILES.items()}
+    plots.plot_curves(results, paths["curves"])
+    plots.plot_deltas(results, paths["deltas"])
+    atomic_write_text(paths["csv"], rep.csv_text(results["runs"]))
+    atomic_write_json(paths["json"], results, indent=RESULTS_INDENT)
+    atomic_write_text(paths["report"], rep.markdown_report(results))
+    results["paths"] = {k: str(v) for k, v in paths.items()}
+    return results
+
+
+def compare(settings: CompareSettings) -> dict[str, Any]:
+    """Train and evaluate every model x seed with one recipe and write the report.
+
+    Args:
+        settings: The comparison (:class:`~drconv_yolo.experiment.settings.CompareSettings`).
+
+    Returns:
+        ``results.json``'s content plus ``"paths"`` (written files) and ``"trained"`` (runs trained by this call).
+
+    Raises:
+        CompareError: For a missing model, dataset or ground truth, a bad argument, or a conflicting earlier run
+            (all checked before any training) and for a failed run.
+    """
+    plan = make_plan(settings)
+    print(plan.headline(), flush=True)
+    t0 = time.perf_counter()
+    records, trained = _run_all(plan.runs, plan.data.n_train, settings.in_process)
+    results = write_report(plan.out, records, plan.describe(), environment(plan.device))
+    print(rep.console_summary(results), flush=True)
+    print(
+        f"compare: {trained} run(s) trained now, {len(plan.runs) - trained} reused, "
+        f"{(time.perf_counter() - t0) / 60:.1f} min; report: {results['paths']['report']}",
+        flush=True,
+    )
+    results["trained"] = trained
+    return results

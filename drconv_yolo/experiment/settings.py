@@ -1,0 +1,264 @@
+"""What a comparison is asked to do (:class:`CompareSettings`) and the checks of its inputs, made before any training.
+
+The checks never download anything: a model is a local YAML or weights file or a config bundled with drconv-yolo or
+Ultralytics (looked up through Ultralytics, so DRConv must be registered: the command line registers, and so does
+the start-up hook when a library caller imports Ultralytics); a dataset is a local YAML whose ground-truth JSON the
+preparation step wrote beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from ..errors import UserError
+
+__all__ = [
+    "DEFAULT_OUT",
+    "CompareError",
+    "CompareSettings",
+    "DataInfo",
+    "arm_names",
+    "check_data",
+    "check_model",
+    "parse_overrides",
+]
+
+DEFAULT_OUT = "runs/compare"
+# Set by the comparison itself (per run or per arm): not accepted as key=value overrides.
+RESERVED_KEYS = {
+    "model": "give the models with --models",
+    "data": "give the dataset with --data",
+    "seed": "give the seeds with --seeds",
+    "project": "the run folders live under --out",
+    "name": "run folders are named <arm>/seed<k>",
+    "exist_ok": "set by compare",
+    "resume": "compare resumes by itself: run it again with the same --out",
+    "mode": "compare trains",
+    "task": "the task comes from the model",
+}
+
+
+class CompareError(UserError):
+    """A problem with the user's input (missing file, bad argument, conflicting earlier runs) or a failed run."""
+
+
+@dataclass
+class CompareSettings:
+    """Everything :func:`drconv_yolo.experiment.compare` takes; the defaults are the command line's.
+
+    Attributes:
+        data: Dataset YAML (with ``annotations/instances_<split>.json`` beside it, or ``gt``).
+        models: Model YAMLs or weights; the first is the baseline.
+        seeds: Training seeds (each arm trains once per seed).
+        epochs: Training epochs.
+        imgsz: Training, evaluation and latency image size.
+        batch: Training and evaluation batch size.
+        device: Ultralytics device (``"cpu"``, ``"0"``, ``"0,1"`` for DDP); None: GPU 0 if available, else CPU.
+        workers: Dataloader workers (Ultralytics uses 0 on CPU).
+        out: Output folder.
+        overrides: Further Ultralytics train arguments, the same for every run.
+        max_det: Detections per image for evaluation.
+        split: Split evaluated.
+        gt: Ground-truth JSON (default beside the dataset).
+        latency_runs: Timed batch-1 forward passes (median reported).
+        latency_warmup: Untimed passes before them.
+        in_process: Train in this process instead of one subprocess per run.
+        command: The command line, for the report.
+    """
+
+    data: str
+    models: Sequence[str]
+    seeds: Sequence[int] = (0,)
+    epochs: int = 100
+    imgsz: int = 640
+    batch: int = 16
+    device: Optional[str] = None
+    workers: int = 8
+    out: Union[str, Path] = DEFAULT_OUT
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    max_det: int = 300
+    split: str = "val"
+    gt: Optional[str] = None
+    latency_runs: int = 50
+    latency_warmup: int = 10
+    in_process: bool = False
+    command: Optional[str] = None
+
+    def validate(self) -> None:
+        """Check the counts and sizes (the files are checked by :func:`check_model` and :func:`check_data`).
+
+        Raises:
+            CompareError: For fewer than two models, repeated or no seeds, or a size below 1.
+        """
+        if len(self.models) < 2:
+            raise CompareError("--models needs a baseline and at least one other model (the first one is the baseline)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise CompareError(f"--seeds must be distinct and non-empty, got {list(self.seeds)}")
+        sizes = (("epochs", self.epochs), ("imgsz", self.imgsz), ("batch", self.batch))
+        for name, value in (*sizes, ("latency-runs", self.latency_runs)):
+            if int(value) < 1:
+                raise CompareError(f"--{name} must be >= 1, got {value}")
+
+
+def arm_names(models: Sequence[str]) -> list[str]:
+    """Unique arm names from model file stems (``yolov8n.yaml`` -> ``yolov8n``).
+
+    Colliding stems (``a/weights/best.pt``, ``b/weights/best.pt``) get the nearest parent folder that is not
+    ``weights`` as a prefix (``a-best``, ``b-best``); anything still colliding gets ``-2``, ``-3``, ...
+
+    Args:
+        models: Model YAML or weights paths, in order.
+
+    Returns:
+        One name per model, in the same order.
+    """
+    paths = [Path(str(m)) for m in models]
+    stems = [p.stem for p in paths]
+    names = list(stems)
+    for i, p in enumerate(paths):
+        if stems.count(p.stem) > 1:
+            parents = [q.name for q in p.parents if q.name and q.name != "weights"]
+            names[i] = f"{parents[0]}-{p.stem}" if parents else p.stem
+    out: list[str] = []
+    for name in names:
+        unique, k = name, 2
+        while unique in out:
+            unique, k = f"{name}-{k}", k + 1
+        out.append(unique)
+    return out
+
+
+def check_model(model: str) -> str:
+    """Check that a model YAML (local, bundled or Ultralytics') or a weights file exists; return what to train from.
+
+    Args:
+        model: ``.yaml``/``.yml`` config (a bare name such as ``yolov8n-drconv.yaml`` is looked up like Ultralytics
+            does, bundled DRConv configs included once DRConv is registered) or a ``.pt`` weights file (never
+            downloaded).
+
+    Returns:
+        The absolute path for a local file, else the name as given (Ultralytics resolves it again).
+
+    Raises:
+        CompareError: If the file cannot be found or has another suffix.
+    """
+    path = Path(model).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if path.is_file():
+            return str(path.resolve())
+        from ultralytics.nn.tasks import yaml_model_load
+
+        try:
+            yaml_model_load(model)
+        except FileNotFoundError:
+            raise CompareError(
+                f"model YAML not found: {model} (neither a file nor a config bundled with drconv-yolo or Ultralytics)"
+            ) from None
+        return model
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise CompareError(f"model weights not found: {model} (compare never downloads weights)")
+        return str(path.resolve())
+    raise CompareError(f"model {model!r}: expected a model YAML (.yaml) or a weights file (.pt)")
+
+
+@dataclass
+class DataInfo:
+    """A checked dataset: its YAML, ground-truth JSON and image counts."""
+
+    yaml: str
+    gt_json: str
+    split: str
+    n_train: int
+    n_val: int
+    names: list = field(default_factory=list)
+
+
+def _count_images(source: Any, root: Path) -> int:
+    """Images in an Ultralytics split entry: a folder, a ``.txt`` list, a single image, or a list of those."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    if isinstance(source, (list, tuple)):
+        return sum(_count_images(s, root) for s in source)
+    p = Path(str(source))
+    p = p if p.is_absolute() else root / p
+    if p.is_dir():
+        return sum(1 for f in p.rglob("*") if f.suffix[1:].lower() in IMG_FORMATS)
+    if p.suffix == ".txt" and p.is_file():
+        return sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    return int(p.is_file())
+
+
+def check_data(data: str, split: str = "val", gt: str | None = None) -> DataInfo:
+    """Check a detection dataset YAML and its ground-truth JSON without downloading anything.
+
+    Args:
+        data: Dataset YAML path.
+        split: Split evaluated after training.
+        gt: Ground-truth JSON; default ``<dataset path>/annotations/instances_<split>.json``.
+
+    Returns:
+        The checked dataset.
+
+    Raises:
+        CompareError: If the YAML, its images or the ground-truth JSON are missing.
+    """
+    from ultralytics.data.utils import check_det_dataset
+
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise CompareError(f"dataset YAML not found: {data}")
+    try:
+        info = check_det_dataset(str(path.resolve()), autodownload=False)
+    except (FileNotFoundError, SyntaxError, KeyError, ValueError) as e:
+        raise CompareError(f"dataset {data}: {e}") from None
+    if not info.get(split):
+        raise CompareError(f"dataset {data} has no '{split}:' split to evaluate")
+    root = Path(info["path"])
+    gt_path = Path(gt).expanduser().resolve() if gt else root / "annotations" / f"instances_{split}.json"
+    if not gt_path.is_file():
+        raise CompareError(
+            f"ground-truth JSON not found: {gt_path} (written by 'drconv-yolo prepare ...' next to the dataset; "
+            "or pass --gt PATH)"
+        )
+    names = info.get("names", {})
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    return DataInfo(
+        yaml=str(path.resolve()),
+        gt_json=str(gt_path),
+        split=split,
+        n_train=_count_images(info["train"], root),
+        n_val=_count_images(info[split], root),
+        names=names,
+    )
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """Parse Ultralytics ``key=value`` train arguments (values typed like the ``yolo`` CLI does).
+
+    Args:
+        tokens: ``["lr0=0.01", "mosaic=0", ...]``.
+
+    Returns:
+        ``{key: typed value}``.
+
+    Raises:
+        CompareError: For a token without ``=``, an unknown key, or a key compare sets itself.
+    """
+    from ultralytics.cfg import smart_value
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    out: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise CompareError(f"argument {token!r}: expected an Ultralytics train argument as key=value")
+        if key in RESERVED_KEYS:
+            raise CompareError(f"argument {token!r}: '{key}' cannot be overridden ({RESERVED_KEYS[key]})")
+        if key not in DEFAULT_CFG_DICT:
+            raise CompareError(f"argument {token!r}: '{key}' is not an Ultralytics train argument")
+        out[key] = smart_value(value)
+    return out

@@ -1,0 +1,203 @@
+"""Timing, memory and environment measurement shared by the layer benchmark and the comparison.
+
+Times are wall-clock milliseconds taken after the device finished its queued work; several functions are timed
+round-robin (one run of each per round) so a drift in machine speed affects them alike and their ratios stay fair.
+Peak memory is either the tensors a function allocates (CUDA allocator, or torch profiler memory events on CPU) or
+the process's peak resident set size. :func:`environment` describes what the figures were measured on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+__all__ = [
+    "MIB",
+    "cuda_peak_mb",
+    "environment",
+    "forward_latency",
+    "median_ms",
+    "peak_mb",
+    "peak_rss_mb",
+    "reset_cuda_peak",
+    "round_robin_ms",
+    "sync",
+]
+
+MIB = 2**20
+LATENCY_PERCENTILE = 0.9  # the tail figure reported next to the median
+
+
+def sync(device: torch.device) -> None:
+    """Wait until ``device`` has run every queued kernel, so a clock read after it covers the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def round_robin_ms(
+    fns: Mapping[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Time each function ``repeats`` times, one run of each per round, after ``warmup`` untimed runs of each.
+
+    Args:
+        fns: ``{name: function}``; called without arguments.
+        device: Device the functions run on (synchronised around every timed run).
+        repeats: Timed rounds.
+        warmup: Untimed runs of each function first.
+
+    Returns:
+        ``{name: [milliseconds per round]}``.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def median_ms(
+    fns: Mapping[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median milliseconds of each function, timed by :func:`round_robin_ms`; returns ``{name: median}``."""
+    return {name: statistics.median(ts) for name, ts in round_robin_ms(fns, device, repeats, warmup).items()}
+
+
+def forward_latency(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device, runs: int, warmup: int
+) -> dict[str, float]:
+    """Inference latency of ``model(x)`` on ``device`` (model and input moved there, eval mode, no autograd).
+
+    Args:
+        model: The module.
+        x: Its input.
+        device: Where to run.
+        runs: Timed forward passes.
+        warmup: Untimed passes first.
+
+    Returns:
+        ``{"median_ms", "min_ms", "p90_ms", "runs", "warmup"}``.
+    """
+    model = model.to(device).eval()
+    x = x.to(device)
+    with torch.inference_mode():
+        times = sorted(round_robin_ms({"model": lambda: model(x)}, device, runs, warmup)["model"])
+    tail = min(len(times) - 1, int(math.ceil(LATENCY_PERCENTILE * len(times))) - 1)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": times[0],
+        "p90_ms": times[tail],
+        "runs": runs,
+        "warmup": warmup,
+    }
+
+
+def reset_cuda_peak(device: torch.device) -> int:
+    """Start a CUDA peak-memory measurement on ``device``; returns the bytes allocated now (the baseline)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def cuda_peak_mb(device: torch.device, base: int = 0) -> float:
+    """MiB of the CUDA allocator's high-water mark on ``device`` since :func:`reset_cuda_peak`, above ``base``."""
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / MIB
+
+
+def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak MiB allocated by ``fn`` above what was allocated before it.
+
+    On CUDA the allocator's high-water mark; elsewhere the running sum of the torch profiler's memory events.
+    """
+    if device.type == "cuda":
+        base = reset_cuda_peak(device)
+        fn()
+        return cuda_peak_mb(device, base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak / MIB
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set size in MiB (child processes not included); None where unknown (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (peak if sys.platform == "darwin" else peak * 1024) / MIB  # bytes on macOS, KiB on Linux
+
+
+def _cpu_name() -> str:
+    """The CPU model name (Linux /proc/cpuinfo), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    """An installed distribution's version, read from its metadata (the package itself is not imported)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Versions and hardware the figures were measured on.
+
+    Args:
+        device: The device string the measurements use, recorded as given.
+
+    Returns:
+        ``python``, ``torch``, ``ultralytics``, ``drconv_yolo``, ``numpy``, ``platform``, ``device``, ``cpu``,
+        ``cpu_count``, ``torch_threads``, ``gpus`` (names), ``cuda`` (the CUDA version, None without a GPU).
+    """
+    import numpy
+
+    from . import __version__
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ultralytics": _version("ultralytics"),
+        "drconv_yolo": __version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "cuda": torch.version.cuda if cuda else None,
+    }

@@ -1,0 +1,13 @@
+"""Measurement shared by the benchmark and the comparison: round-robin timing (no assertion on any time)."""
+
+import torch
+
+from drconv_yolo import measure
+
+
+def test_median_ms_times_functions_round_robin_after_warmup():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("conv", "fast", "ref")}
+    times = measure.median_ms(fns, torch.device("cpu"), repeats=3, warmup=2)
+    assert calls == ["conv"] * 2 + ["fast"] * 2 + ["ref"] * 2 + ["conv", "fast", "ref"] * 3
+    assert set(times) == {"conv", "fast", "ref"} and all(t >= 0 for t in times.values())
