@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .ops import is_tracing, region_aware_conv2d, region_aware_conv2d_mixed
+from .ops import IMPLEMENTATIONS, is_tracing, region_aware_conv2d, region_aware_conv2d_mixed
 
 __all__ = [
     "DRConv",
@@ -186,6 +186,52 @@ class PaperFilterGenerator(nn.Module):
 
 
 GENERATORS = {"official": OfficialFilterGenerator, "paper": PaperFilterGenerator}
+GENERATOR_OPTIONS = {"official": ("bases",), "paper": ("hidden",)}  # the options each generator takes
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class OptionError(ValueError):
+    """A DRConv option with a wrong value; ``option`` names it, ``problem`` says what is wrong."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem = option, problem
+
+
+def check_options(regions: int, generator: str = "official", impl: str = "auto", **generator_kwargs) -> None:
+    """Check DRConv's options before anything is built.
+
+    Args:
+        regions (int): Number of regions m, an int >= 1.
+        generator (str): One of ``GENERATORS``.
+        impl (str): One of ``IMPLEMENTATIONS``.
+        **generator_kwargs: The chosen generator's options only: ``bases`` (int >= 1) for ``official``, ``hidden``
+            (a positive multiple of ``regions``) for ``paper``.
+
+    Raises:
+        OptionError: Naming the option and the wrong value.
+    """
+    if not _is_int(regions) or regions < 1:
+        raise OptionError("regions", f"must be an int >= 1, got {regions!r}")
+    if generator not in GENERATORS:
+        raise OptionError("generator", f"must be one of {list(GENERATORS)}, got {generator!r}")
+    if impl not in IMPLEMENTATIONS:
+        raise OptionError("impl", f"must be one of {list(IMPLEMENTATIONS)}, got {impl!r}")
+    for key in generator_kwargs:
+        if key not in GENERATOR_OPTIONS[generator]:
+            owner = [g for g, keys in GENERATOR_OPTIONS.items() if key in keys]
+            if not owner:
+                raise OptionError(key, f"is not a DRConv option (options: {['regions', 'generator', 'impl']} and "
+                                  f"{GENERATOR_OPTIONS})")  # fmt: skip
+            raise OptionError(key, f"belongs to generator {owner[0]!r}, not to generator {generator!r}")
+    bases, hidden = generator_kwargs.get("bases"), generator_kwargs.get("hidden")
+    if bases is not None and (not _is_int(bases) or bases < 1):
+        raise OptionError("bases", f"must be an int >= 1, got {bases!r}")
+    if hidden is not None and (not _is_int(hidden) or hidden < 1 or hidden % regions):
+        raise OptionError("hidden", f"must be a positive multiple of regions={regions}, got {hidden!r}")
 
 
 class RegionAwareConv(nn.Module):
@@ -201,13 +247,16 @@ class RegionAwareConv(nn.Module):
     def __init__(self, stride: int = 1, padding: int = 0, dilation: int = 1, impl: str = "auto"):
         super().__init__()
         self.stride, self.padding, self.dilation, self.impl = stride, padding, dilation, impl
+        self.register_parameter("bias", None)  # a fused layer's bias (see DRConv2d.fold_bn_)
 
     def forward(self, x, weight, guide, bias=None, coef=None, bases=None):
         """x (B, c1, H, W), guide (B, m, Ho, Wo), bias (c2,) -> (B, c2, Ho, Wo).
 
         Filters are either ``weight`` (B, m, c2, c1, k, k) or, with ``weight=None``, the mix ``coef`` (B, m, n) of
-        ``bases`` (n, c2, c1, k, k).
+        ``bases`` (n, c2, c1, k, k). Without ``bias``, the module's own (fused) bias is used, if any.
         """
+        if bias is None:  # .get: modules pickled by v0.1 have no such entry
+            bias = self._parameters.get("bias")
         conf = (self.stride, self.padding, self.dilation, bias, self.impl)
         if weight is None:
             return region_aware_conv2d_mixed(x, coef, bases, guide, *conf)
@@ -270,10 +319,10 @@ class DRConv2d(nn.Module):
                 raise ValueError(f"DRConv2d: {name} must be an int >= {low}, got {value!r}")
         if k % 2 == 0:
             raise ValueError(f"DRConv2d: kernel size k must be odd, got {k}")
-        if not isinstance(regions, int) or regions < 1:
-            raise ValueError(f"DRConv2d: regions must be an int >= 1, got {regions!r}")
-        if generator not in GENERATORS:
-            raise ValueError(f"DRConv2d: generator must be one of {sorted(GENERATORS)}, got {generator!r}")
+        try:
+            check_options(regions, generator, impl, **generator_kwargs)
+        except ValueError as e:
+            raise ValueError(f"DRConv2d: {e}") from None
         p = autopad(k, p, d)
         self.c1, self.c2, self.k, self.s, self.p, self.d, self.regions = c1, c2, k, s, p, d, regions
         self.guide = nn.Conv2d(c1, regions, k, s, p, dilation=d)
@@ -315,11 +364,16 @@ class DRConv2d(nn.Module):
 
     @torch.no_grad()
     def fold_bn_(self, bn: nn.BatchNorm2d) -> None:
-        """Fold an eval-mode BatchNorm that follows this layer into the generated filters and the bias."""
+        """Fold an eval-mode BatchNorm that follows this layer into the generated filters and the bias.
+
+        The folded bias lives in the op (a child module), not here: Ultralytics reads a model's input channels from
+        its first parameter's ``shape[1]``, which must stay the guide conv's weight (m, c1, k, k).
+        """
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (c2,)
         self.generator.scale_out_(scale)
         bias = torch.zeros_like(bn.running_mean) if self.bias is None else self.bias.detach()
-        self.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+        self.bias = None
+        self.op.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
     def extra_repr(self) -> str:
         return f"{self.c1}, {self.c2}, k={self.k}, s={self.s}, p={self.p}, d={self.d}, regions={self.regions}"
@@ -365,4 +419,5 @@ class DRConv(nn.Module):
             self.conv.fold_bn_(self.bn)
             del self.bn
             self.forward = self.forward_fuse
+            self.requires_grad_(False)  # as Ultralytics' fused convs: a fused model is for inference
         return self

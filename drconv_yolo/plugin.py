@@ -42,7 +42,9 @@ from .modules import (
     GlobalAvgPool,
     OfficialFilterGenerator,
     PaperFilterGenerator,
+    OptionError,
     RegionAwareConv,
+    check_options,
 )
 
 __all__ = ["register", "unregister", "is_registered", "bundled_cfg_dir", "DRConvYAMLError"]
@@ -100,6 +102,10 @@ def _check_row(index: int, args: Any) -> dict:
         raise fail(f"argument 'regions' must be an int >= 1, got {regions!r}")
     if not isinstance(kwargs, dict) or set(kwargs) - set(DRCONV_KWARGS):
         raise fail(f"argument 'kwargs' must be a dict with keys from {list(DRCONV_KWARGS)}, got {kwargs!r}")
+    try:
+        check_options(regions, **kwargs)
+    except OptionError as e:
+        raise fail(f"option '{e.option}' {e.problem}") from None
     return {"regions": regions, **kwargs}
 
 

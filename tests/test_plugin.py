@@ -2,6 +2,7 @@
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,25 @@ def test_wrong_yaml_args_raise_error_naming_layer_and_argument(args, message):
         tasks.parse_model(d, ch=3, verbose=False)
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"bases": 0}, "option 'bases' must be an int >= 1, got 0"),
+        ({"bases": "8"}, "option 'bases' must be an int >= 1, got '8'"),
+        ({"generator": "paper", "hidden": 12}, "option 'hidden' must be a positive multiple of regions=8, got 12"),
+        ({"generator": "paper", "hidden": 0}, "option 'hidden' must be a positive multiple of regions=8, got 0"),
+        ({"generator": "snippet"}, "option 'generator' must be one of ['official', 'paper'], got 'snippet'"),
+        ({"impl": "cuda"}, "option 'impl' must be one of ['auto', 'fast', 'reference', 'onnx'], got 'cuda'"),
+        ({"hidden": 16}, "option 'hidden' belongs to generator 'paper', not to generator 'official'"),
+        ({"generator": "paper", "bases": 4}, "option 'bases' belongs to generator 'official', not to generator 'paper'"),
+    ],
+)
+def test_wrong_yaml_options_raise_error_naming_layer_and_option(options, message):
+    d = custom_yaml([[-1, 1, "Conv", [64, 3, 1]], [-1, 1, "DRConv", [64, 3, 2, 8, options]]])
+    with pytest.raises(plugin.DRConvYAMLError, match=r"model YAML layer 2 \(DRConv\): " + re.escape(message)):
+        tasks.parse_model(d, ch=3, verbose=False)
+
+
 def test_layer_table_shows_drconv_rows_with_their_parameter_count(monkeypatch):
     lines = []
 
@@ -185,6 +205,32 @@ def test_fuse_folds_drconv_batchnorm_and_keeps_outputs():
         model.fuse(verbose=False)
         assert not any(hasattr(m, "bn") for m in model.modules() if isinstance(m, (DRConv, Conv)))
         torch.testing.assert_close(model(x)[0], y, rtol=1e-3, atol=1e-3)
+
+
+def test_fused_drconv_has_no_trainable_parameters():
+    base, ours = build("yolov8n.yaml").fuse(verbose=False), build("yolov8n-drconv.yaml").fuse(verbose=False)
+    drconvs = [m for m in ours.modules() if isinstance(m, DRConv)]
+    assert drconvs and not any(p.requires_grad for m in drconvs for p in m.parameters())
+
+    def trainable(model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    assert trainable(ours) == trainable(base)  # what Ultralytics leaves trainable in a fused model (Detect's heads)
+
+
+def test_gflops_of_fused_model_whose_first_layer_is_drconv():
+    thop = pytest.importorskip("thop")
+    from ultralytics.utils.torch_utils import get_flops
+
+    d = custom_yaml([[-1, 1, "Conv", [32, 3, 2]]])
+    d["backbone"][0] = [-1, 1, "DRConv", [16, 3, 2]]  # the very first layer reads the RGB image
+    model = build(d).eval()
+    model.fuse(verbose=False)
+    assert isinstance(model.model[0], DRConv) and not hasattr(model.model[0], "bn")
+    size = int(model.stride.max())  # no size extrapolation in any Ultralytics version at this size
+    expected = 2 * thop.profile(copy.deepcopy(model), inputs=[torch.empty(1, 3, size, size)], verbose=False)[0] / 1e9
+    assert expected > 0
+    assert get_flops(model, size) == pytest.approx(expected, rel=1e-9)
 
 
 def test_flop_counter_counts_selected_filter_mixing_guide_and_generator_exactly():
