@@ -4,7 +4,14 @@ PY ?= python3
 OLDEST_ULTRALYTICS ?= 8.3.253
 OLDEST_VENV ?= .venv-oldest
 
-.PHONY: install test test-newest test-oldest demo bench lint
+.PHONY: install test test-newest test-oldest test-env demo bench lint
+
+# Every process the tests start reads Ultralytics settings from a throw-away folder (one per command), never the
+# user's ~/.config/Ultralytics; and nothing is downloaded or pip-installed by Ultralytics.
+TEST_TARGETS = test test-newest test-oldest test-env
+$(TEST_TARGETS): export YOLO_CONFIG_DIR = $(shell mktemp -d -t drconv-yolo-settings-XXXXXX)
+$(TEST_TARGETS): export YOLO_OFFLINE = 1
+$(TEST_TARGETS): export YOLO_AUTOINSTALL = false
 
 install:  ## the package (editable, with its start-up hook) and the dev tools
 	$(PY) -m pip install -q -e ".[dev]"
@@ -27,6 +34,9 @@ test-oldest:
 	$(OLDEST_VENV)/bin/python -c "import ultralytics; assert ultralytics.__version__ == '$(OLDEST_ULTRALYTICS)', ultralytics.__version__"
 	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_modules.py tests/test_plugin.py \
 		tests/test_e2e.py -k "not wheel"
+
+test-env:  ## print the settings folder the test commands use (tests check it is not the user's)
+	@$(PY) -c "import os; print(os.environ['YOLO_CONFIG_DIR'])"
 
 demo: install  ## the main job on the built-in default: synthetic data, YOLOv8n vs YOLOv8n-DRConv
 	drconv-yolo demo

@@ -1,5 +1,7 @@
 """drconv-yolo: own subcommands dispatch to their modules; anything else goes to Ultralytics after registering."""
 
+import os
+
 import pytest
 
 from drconv_yolo import cli, plugin
@@ -45,3 +47,18 @@ def test_prepare_with_missing_source_fails_with_message(tmp_path, capsys):
     code = cli.main(["prepare", "visdrone", str(tmp_path / "nope"), str(tmp_path / "out")])
     assert code != 0
     assert "nope" in capsys.readouterr().err
+
+
+def test_make_test_commands_use_a_temporary_ultralytics_settings_folder(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no YOLO_CONFIG_DIR inherited from this process
+    out = subprocess.run(["make", "-s", "--no-print-directory", "test-env"], cwd=repo, env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    assert out and Path(out).is_dir() and not Path(out).is_relative_to(tmp_path)
+    assert not (tmp_path / ".config").exists()
