@@ -281,6 +281,8 @@ class DRConv2d(nn.Module):
         bias (bool): Add a learnable per-channel bias (shared by all regions).
         generator (str): Filter generator, ``"official"`` (default) or ``"paper"``.
         impl (str): Op implementation: ``"auto"``, ``"fast"``, ``"reference"`` or ``"onnx"``.
+        own_guide (bool): Hold a guide conv (default). False for a DRConv whose guided mask comes from outside,
+            as in a block whose DRConvs share one mask: ``forward(x, guide)`` then needs it.
         **generator_kwargs: Passed to the generator (``bases`` for official, ``hidden`` for paper).
     """
 
@@ -311,6 +313,7 @@ class DRConv2d(nn.Module):
         bias: bool = True,
         generator: str = "official",
         impl: str = "auto",
+        own_guide: bool = True,
         **generator_kwargs,
     ):
         super().__init__()
@@ -325,24 +328,28 @@ class DRConv2d(nn.Module):
             raise ValueError(f"DRConv2d: {e}") from None
         p = autopad(k, p, d)
         self.c1, self.c2, self.k, self.s, self.p, self.d, self.regions = c1, c2, k, s, p, d, regions
-        self.guide = nn.Conv2d(c1, regions, k, s, p, dilation=d)
+        self.guide = nn.Conv2d(c1, regions, k, s, p, dilation=d) if own_guide else None
         self.generator = GENERATORS[generator](c1, c2, k, regions, **generator_kwargs)
         self.op = RegionAwareConv(s, p, d, impl)
         self.bias = nn.Parameter(torch.zeros(c2)) if bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, c1, H, W) -> (B, c2, Ho, Wo)."""
+    def forward(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, c1, H, W) -> (B, c2, Ho, Wo); ``guide`` (B, m, Ho, Wo): logits from outside, else the own guide's."""
         if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != self.c1):
             raise ValueError(f"DRConv2d: expected input (B, {self.c1}, H, W), got shape {tuple(x.shape)}")
         if x.device.type == "cpu":  # one layout change, shared by the guide conv (faster) and the op's gather
             x = x.contiguous(memory_format=torch.channels_last)
+        if guide is None:
+            if self.guide is None:
+                raise ValueError("DRConv2d: this layer has no guide conv of its own (own_guide=False): pass guide=")
+            guide = self.guide(x)
         gen = self.generator
         if isinstance(gen, OfficialFilterGenerator):  # let the op mix the filters: they are never materialised
-            return self.op(x, None, self.guide(x), self.bias, gen.coefficients(x), gen.bases_5d())
-        return self.op(x, gen(x), self.guide(x), self.bias)
+            return self.op(x, None, guide, self.bias, gen.coefficients(x), gen.bases_5d())
+        return self.op(x, gen(x), guide, self.bias)
 
     def regions_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The guided mask: region index (B, Ho, Wo) chosen at each output pixel."""
+        """The guided mask: region index (B, Ho, Wo) chosen at each output pixel (own guide conv only)."""
         return self.guide(x).argmax(1)
 
     @torch.no_grad()
@@ -405,13 +412,22 @@ class DRConv(nn.Module):
         self.bn = nn.BatchNorm2d(c2)
         self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply convolution, batch normalization and activation."""
-        return self.act(self.bn(self.conv(x)))
+    def forward(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Apply convolution, batch normalization and activation (``guide``: see ``DRConv2d.forward``)."""
+        return self.act(self.bn(self.conv(x, guide)))
 
-    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_fuse(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Apply the convolution (BatchNorm already folded in) and activation."""
-        return self.act(self.conv(x))
+        return self.act(self.conv(x, guide))
+
+    @property
+    def regions(self) -> int:
+        """Number of regions m."""
+        return self.conv.regions
+
+    def regions_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The guided mask (B, Ho, Wo) this layer's own guide conv chooses for input x."""
+        return self.conv.regions_map(x)
 
     def fuse(self) -> DRConv:
         """Fold the BatchNorm into the filter generator and bias; afterwards ``forward`` is ``forward_fuse``."""

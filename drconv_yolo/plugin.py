@@ -34,6 +34,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn as nn
 
+from .blocks import C2f_DRConv, C3k2_DRConv
 from .errors import UserError
 from .modules import (
     DEFAULT_REGIONS,
@@ -41,8 +42,8 @@ from .modules import (
     DRConv2d,
     GlobalAvgPool,
     OfficialFilterGenerator,
-    PaperFilterGenerator,
     OptionError,
+    PaperFilterGenerator,
     RegionAwareConv,
     check_options,
 )
@@ -54,6 +55,9 @@ _ORIGINALS: Dict[tuple, Any] = {}  # (owner, attribute) -> original value, for u
 _MARK = "_drconv_yolo_patched"
 DRCONV_ARGS = ("c2", "k", "s", "regions", "kwargs")  # what a DRConv YAML row may hold, in order
 DRCONV_KWARGS = ("generator", "bases", "hidden", "impl")
+# a DRConv row of a model YAML is built as the Ultralytics module it replaces (its proxy), then swapped
+PROXIES = {"DRConv": "Conv", "C2f_DRConv": "C2f", "C3k2_DRConv": "C3k2"}
+BLOCKS = {"C2f_DRConv": C2f_DRConv, "C3k2_DRConv": C3k2_DRConv}
 # the row format of Ultralytics' layer table (ultralytics/nn/tasks.py, parse_model), so a DRConv row lines up
 LAYER_ROW = "{i:>3}{f!s:>20}{n:>3}{np:10.0f}  {t:<45}{args!s:<30}"
 
@@ -109,8 +113,43 @@ def _check_row(index: int, args: Any) -> dict:
     return {"regions": regions, **kwargs}
 
 
+def _read_block_row(index: int, name: str, args: Any) -> tuple:
+    """A block row is the proxy's own arguments plus an optional trailing dict of DRConv options; return
+    ``(settings, proxy_args)``. Raises DRConvYAMLError naming layer and option."""
+
+    def fail(what: str) -> DRConvYAMLError:
+        example = "[128, True, {regions: 8}]"
+        return DRConvYAMLError(
+            f"model YAML layer {index} ({name}): {what}; a {name} row is {PROXIES[name]}'s arguments plus an "
+            f"optional dict of DRConv options, e.g. {example}"
+        )
+
+    if not isinstance(args, (list, tuple)):
+        raise fail(f"args must be a list, got {args!r}")
+    options = dict(args[-1]) if args and isinstance(args[-1], dict) else {}
+    known = ("regions", *DRCONV_KWARGS)
+    if set(options) - set(known):
+        raise fail(f"unknown option(s) {sorted(set(options) - set(known))}; options are {list(known)}")
+    options.setdefault("regions", DEFAULT_REGIONS)
+    try:
+        check_options(**options)
+    except OptionError as e:
+        raise fail(f"option '{e.option}' {e.problem}") from None
+    return options, list(args[:-1] if args and isinstance(args[-1], dict) else args)
+
+
+def _swap_block(proxy, settings: dict, cls):
+    """Build the DRConv block that replaces a built proxy C2f/C3k2: same inner modules, DRConv 1x1 convs."""
+    new = cls(proxy.cv1.conv.in_channels, proxy.cv2.conv.out_channels, proxy.c, proxy.m, proxy.cv1.act, **settings)
+    new.i, new.f = proxy.i, proxy.f
+    new.type = f"{cls.__module__}.{cls.__name__}"
+    new.np = sum(p.numel() for p in new.parameters())
+    return new
+
+
 def _swap(proxy, settings: dict):
     """Build the DRConv (or Sequential of them) that replaces a built proxy Conv (or Sequential of Convs)."""
+
     def one(conv):
         c = conv.conv
         return DRConv(
@@ -149,14 +188,18 @@ def _wrap_parse_model(original):
     @functools.wraps(original)
     def parse_model(d, ch, verbose=True):
         rows = list(d.get("backbone", [])) + list(d.get("head", []))
-        if not any(len(row) > 2 and row[2] == "DRConv" for row in rows):
+        if not any(len(row) > 2 and row[2] in PROXIES for row in rows):
             return original(d, ch, verbose)
         d = copy.deepcopy(d)
-        settings = {}
+        settings, kinds = {}, {}
         for i, row in enumerate(d["backbone"] + d["head"]):
             if row[2] == "DRConv":
-                settings[i] = _check_row(i, row[3])
-                row[2], row[3] = "Conv", list(row[3][:3])
+                settings[i], row[3] = _check_row(i, row[3]), list(row[3][:3])
+            elif row[2] in BLOCKS:
+                settings[i], row[3] = _read_block_row(i, row[2], row[3])
+            else:
+                continue
+            kinds[i], row[2] = row[2], PROXIES[row[2]]
         tasks = sys.modules["ultralytics.nn.tasks"]
         logger, buffer = tasks.LOGGER, _TableBuffer(tasks.LOGGER)
         tasks.LOGGER = buffer
@@ -165,7 +208,9 @@ def _wrap_parse_model(original):
         finally:
             tasks.LOGGER = logger
         for i, extra in settings.items():
-            model[i] = _swap(model[i], extra)
+            model[i] = (
+                _swap(model[i], extra) if kinds[i] == "DRConv" else _swap_block(model[i], extra, BLOCKS[kinds[i]])
+            )
         for line in buffer.lines:
             row = re.match(r"^\s*(\d+)\s", line)
             i = int(row.group(1)) if row else -1
@@ -179,9 +224,12 @@ def _wrap_parse_model(original):
 def _table_row(i: int, layer, settings: dict) -> str:
     """The layer-table row of a swapped layer, in Ultralytics' own format: DRConv's type and real parameter count,
     its settings in the arguments."""
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
+    if isinstance(layer, C2f_DRConv):
+        args = f"[{layer.cv1.conv.c1}, {layer.cv2.conv.c2}, {len(layer.m)}, {shown}]"
+        return LAYER_ROW.format(i=i, f=layer.f, n=len(layer.m), np=layer.np, t=layer.type, args=args)
     layers = list(layer) if isinstance(layer, nn.Sequential) else [layer]
     c = layers[0].conv
-    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
     args = f"[{c.c1}, {c.c2}, {c.k}, {c.s}, {shown}]"
     return LAYER_ROW.format(i=i, f=layer.f, n=len(layers), np=layer.np, t=layer.type, args=args)
 
@@ -283,7 +331,8 @@ def count_region_aware_conv(module, inputs, output) -> None:
 
 
 def _safe_classes():
-    return [DRConv, DRConv2d, RegionAwareConv, OfficialFilterGenerator, PaperFilterGenerator, GlobalAvgPool]
+    return [DRConv, DRConv2d, RegionAwareConv, OfficialFilterGenerator, PaperFilterGenerator, GlobalAvgPool,
+            C2f_DRConv, C3k2_DRConv]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 ``drconv-yolo regions model=best.pt source=IMAGE [out=DIR] [imgsz=640] [device=cpu] [alpha=0.5]`` loads the model
 (``ultralytics.YOLO(model).model``), letterboxes the image like Ultralytics' predict (``LetterBox(imgsz, auto=True,
 stride)``, so a non-square image keeps its aspect ratio with minimal padding), runs one forward pass with a forward
-pre-hook on every ``DRConv`` layer that records ``layer.conv.regions_map(input)`` (argmax of the guide conv output,
-shape ``(Ho, Wo)``), and writes into ``out``:
+hook on every ``DRConv`` layer and every DRConv block (``C2f_DRConv``, ``C3k2_DRConv``: one mask shared by the
+block's DRConvs) that records ``regions_map(input)`` (argmax of the guide conv output, shape ``(Ho, Wo)``), and
+writes into ``out``:
 
 * ``regions_<k>_<layer>.png`` per DRConv layer: the network input with the region map (categorical colours, nearest
   neighbour upsampled to the input size) blended on top, enlarged by an integer factor ``scale`` so the long side is
@@ -103,7 +104,7 @@ def load_model(model: str | os.PathLike):
     """
     from ultralytics import YOLO
 
-    from drconv_yolo.modules import DRConv
+    from drconv_yolo.blocks import guided_layers
 
     path = Path(model)
     if path.suffix == ".pt" and not path.is_file():
@@ -113,7 +114,7 @@ def load_model(model: str | os.PathLike):
     except FileNotFoundError as e:
         raise RegionsError(f"model file not found: {model} ({e})") from None
     net = yolo.model.float().eval()
-    if not any(isinstance(m, DRConv) for m in net.modules()):
+    if not any(True for _ in guided_layers(net)):
         raise RegionsError(f"model {model} has no DRConv layer: there are no regions to draw")
     args = getattr(net, "args", None) or {}
     imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
@@ -156,29 +157,29 @@ def letterbox(im: np.ndarray, imgsz: int | Sequence[int], stride: int) -> np.nda
 
 
 def capture_regions(model, image: np.ndarray, device: str = "cpu") -> list[LayerRegions]:
-    """Run one forward pass and record every DRConv layer's guided mask.
+    """Run one forward pass and record the guided mask of every DRConv layer and DRConv block.
 
     Args:
-        model: Ultralytics ``nn.Module`` (eval mode) holding ``DRConv`` layers.
+        model: Ultralytics ``nn.Module`` (eval mode) holding DRConv layers or blocks.
         image: Letterboxed BGR ``uint8`` image ``(H, W, 3)``.
         device: Torch device string.
 
     Returns:
-        One :class:`LayerRegions` per DRConv layer, in forward order.
+        One :class:`LayerRegions` per guided mask (a block's DRConvs share one), in forward order.
     """
     import torch
 
-    from drconv_yolo.modules import DRConv
+    from drconv_yolo.blocks import guided_layers
 
     x = torch.from_numpy(np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1))).float().div(255)[None]
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, DRConv)]
+    layers = list(guided_layers(model))
     found: list[LayerRegions] = []
 
     def hook_for(name):
-        def hook(module, inputs):
+        def hook(module, inputs, output):
             inp = inputs[0]
-            rmap = module.conv.regions_map(inp)[0].cpu().numpy().astype(np.int64)  # (Ho, Wo)
-            counts = np.bincount(rmap.ravel(), minlength=module.conv.regions)
+            rmap = module.regions_map(inp)[0].cpu().numpy().astype(np.int64)  # (Ho, Wo)
+            counts = np.bincount(rmap.ravel(), minlength=module.regions)
             top = name.split(".")
             layer = int(top[1]) if len(top) > 1 and top[0] == "model" and top[1].isdigit() else -1
             found.append(
@@ -187,8 +188,8 @@ def capture_regions(model, image: np.ndarray, device: str = "cpu") -> list[Layer
                     name=name,
                     layer=layer,
                     in_shape=tuple(inp.shape[1:]),
-                    out_shape=(module.conv.c2, *rmap.shape),
-                    regions=module.conv.regions,
+                    out_shape=(output.shape[1], *rmap.shape),
+                    regions=module.regions,
                     regions_map=rmap,
                     share=(counts / counts.sum()).tolist(),
                 )
@@ -196,7 +197,7 @@ def capture_regions(model, image: np.ndarray, device: str = "cpu") -> list[Layer
 
         return hook
 
-    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in layers]
     try:
         model = model.to(device)
         with torch.inference_mode():
