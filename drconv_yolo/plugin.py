@@ -34,6 +34,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn as nn
 
+from . import diagnostics
 from .blocks import C2f_DRConv, C3k2_DRConv
 from .errors import UserError
 from .modules import (
@@ -373,7 +374,18 @@ def register() -> bool:
             pass
         if hasattr(torch.serialization, "add_safe_globals"):
             torch.serialization.add_safe_globals(_safe_classes())
+        _add_trainer_callbacks()
         return True
+
+
+def _add_trainer_callbacks() -> None:
+    """Region diagnostics in every Ultralytics trainer made from now on (no change to the user's command)."""
+    from ultralytics.utils.callbacks import base
+
+    for event, callback in diagnostics.CALLBACKS.items():
+        if callback not in base.default_callbacks[event]:
+            base.default_callbacks[event].append(callback)
+            _ORIGINALS[("callbacks", event)] = base.default_callbacks[event]
 
 
 def unregister() -> None:
@@ -382,6 +394,8 @@ def unregister() -> None:
         for (owner, name), original in reversed(list(_ORIGINALS.items())):
             if owner == "thop":
                 original.pop(name, None)
+            elif owner == "callbacks":
+                original.remove(diagnostics.CALLBACKS[name])
             else:
                 setattr(owner, name, original)
         _ORIGINALS.clear()

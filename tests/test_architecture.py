@@ -21,11 +21,11 @@ LAYERS = {
     "drconv_yolo.blocks": 2,
     "drconv_yolo.plugin": 3,
     "drconv_yolo._startup": 3,
+    "drconv_yolo.diagnostics": 3,  # Ultralytics trainer callbacks, added by register()
     "drconv_yolo": 3,  # the package __init__: installs the start-up hook
     "drconv_yolo.data": 4,
     "drconv_yolo.evaluation": 4,
     "drconv_yolo.regions": 4,
-    "drconv_yolo.diagnostics": 4,
     "drconv_yolo.measure": 4,
     "drconv_yolo.bench": 5,
     "drconv_yolo.experiment": 5,
