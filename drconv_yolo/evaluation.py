@@ -1,8 +1,7 @@
-"""Standard evaluation: Ultralytics validation plus pycocotools against the prepared ground-truth JSON.
+"""Standard evaluation: Ultralytics validation plus pycocotools against a COCO-format ground truth.
 
 :func:`evaluate` runs ``YOLO(model).val(data=..., save_json=True, max_det=...)``, keeps Ultralytics' own mAP50 and
-mAP50-95, maps its JSON predictions onto the ground truth written by ``prepare`` (default
-``<dataset path>/annotations/instances_<split>.json``) and scores them with pycocotools (:func:`coco_metrics`):
+mAP50-95, maps its JSON predictions onto the ground truth and scores them with pycocotools (:func:`coco_metrics`):
 AP, AP50, AP75, APs, APm, APl, AR at maxDets 1/10/100/``max_det`` and per-class AP. Everything goes to a JSON file
 (written atomically) and is printed as a table.
 
@@ -18,6 +17,10 @@ pycocotools caps detections per image *and category* at ``maxDets``, Ultralytics
 ``maxDets = max_det`` (COCO's official summary uses 100: pass ``max_det=100`` to reproduce it). Use ``max_det=1000``
 on VisDrone. Ultralytics' own COCO pass (faster-coco-eval, which it may try to pip-install) is skipped.
 
+The ground truth is the one given, else the one ``prepare`` wrote, else one built from the split's YOLO labels and
+cached (:func:`drconv_yolo.data.yolo.resolve_ground_truth`); it is checked against the split's images and the
+model's classes before validation runs. ``imgsz`` defaults to the checkpoint's training size.
+
 The command line is :mod:`drconv_yolo.cli.eval`.
 """
 
@@ -32,10 +35,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .data.yolo import GroundTruth, resolve_ground_truth
 from .errors import UserError
-from .io import DataError, DataNotFoundError, atomic_write_json
+from .io import DataError, DataNotFoundError, atomic_write_json, read_gt_json
 
-__all__ = ["EvaluationError", "coco_metrics", "evaluate", "format_report", "map_predictions"]
+__all__ = [
+    "EvaluationError",
+    "check_categories",
+    "coco_metrics",
+    "default_gt_cache",
+    "evaluate",
+    "format_report",
+    "map_predictions",
+]
 
 _AREAS = {"all": 0, "small": 1, "medium": 2, "large": 3}  # pycocotools' default areaRngLbl order
 COCO_MAX_DETS = (1, 10, 100)  # pycocotools' default maxDets below the largest; 100 is COCO's official one
@@ -48,6 +60,12 @@ DEFAULT_CONF = 0.001  # Ultralytics' validation default: keep (nearly) every det
 DEFAULT_IOU = 0.7  # Ultralytics' NMS IoU default
 BOX_TASKS = ("detect", "segment", "pose")  # tasks whose predictions carry boxes
 REPORT_FILE = "coco_eval.json"
+IMGSZ_SOURCES = {
+    "given": "as given",
+    "checkpoint": "the checkpoint's training size",
+    "default": "the default: the model carries no training size",
+}
+GT_CACHE_FOLDER = "ground_truth"  # beside the run folders: built ground truths, keyed by dataset fingerprint
 PREDICTIONS_FILE = "predictions_gt_ids.json"
 REPORT_INDENT = 1
 EXAMPLES_SHOWN = 5  # image ids or class names quoted in a message
@@ -73,14 +91,7 @@ def _load_gt(gt_json: str | Path | Mapping):
     """Return a pycocotools ``COCO`` object for a path or an already parsed ground-truth dict."""
     from pycocotools.coco import COCO
 
-    if isinstance(gt_json, Mapping):
-        dataset = copy.deepcopy(dict(gt_json))
-    else:
-        path = Path(gt_json)
-        if not path.is_file():
-            raise DataNotFoundError(f"ground-truth JSON not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            dataset = json.load(f)
+    dataset = copy.deepcopy(dict(gt_json)) if isinstance(gt_json, Mapping) else read_gt_json(gt_json)
     dataset.setdefault("info", {})
     coco = COCO()
     coco.dataset = dataset
@@ -278,14 +289,48 @@ def map_predictions(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _default_gt(data: str | Path, split: str) -> tuple[Path, dict]:
-    """Resolve the dataset YAML like Ultralytics and return ``(<path>/annotations/instances_<split>.json, data)``."""
-    from ultralytics.data.utils import check_det_dataset
+def _train_imgsz(yolo) -> int | list[int] | None:
+    """The image size a checkpoint was trained at (its saved ``train_args``), or ``None`` (a model YAML, weights
+    saved without training). Not ``model.args``: Ultralytics fills that with its 640 default when the size is unknown.
+    """
+    ckpt = getattr(yolo, "ckpt", None) or {}
+    return (ckpt.get("train_args") or {}).get("imgsz")
 
-    info = check_det_dataset(str(data), autodownload=False)
-    if not info.get(split):
-        raise EvaluationError(f"dataset {data} has no '{split}:' split")
-    return Path(info["path"]) / "annotations" / f"instances_{split}.json", info
+
+def _imgsz(imgsz: int | None, yolo) -> tuple[int | list[int], str]:
+    """The inference size to use and where it comes from (a key of :data:`IMGSZ_SOURCES`)."""
+    if imgsz:
+        return imgsz, "given"
+    trained = _train_imgsz(yolo)
+    return (trained, "checkpoint") if trained else (DEFAULT_IMGSZ, "default")
+
+
+def default_gt_cache(out: str | Path | None, project: str | Path | None, task: str) -> Path:
+    """Where :func:`evaluate` caches ground truths it builds: beside ``out``, else in the run folder's parent.
+
+    The run folder's parent is Ultralytics' own choice: ``project`` if absolute, else ``<runs_dir>/<task>/<project>``.
+    """
+    if out is not None:
+        return Path(out).resolve().parent / GT_CACHE_FOLDER
+    if project is not None and Path(project).is_absolute():
+        return Path(project) / GT_CACHE_FOLDER
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["runs_dir"]) / task / (project or "") / GT_CACHE_FOLDER
+
+
+def check_categories(gt: Mapping, path: str | Path, names: Mapping[int, str] | Sequence[str], model: Any) -> None:
+    """Refuse a ground truth with more categories than the model has classes (the i-th category is class ``i``).
+
+    Raises:
+        EvaluationError: Naming the file, the category ids beyond the model's classes and the model.
+    """
+    ids = sorted(c["id"] for c in gt["categories"])
+    if len(ids) > len(names):
+        raise EvaluationError(
+            f"ground truth {path} has {len(ids)} categories but the model {model} only {len(names)} classes: "
+            f"category ids {ids[len(names) :][:EXAMPLES_SHOWN]} are outside the model's classes"
+        )
 
 
 def _validator_class(yolo):
@@ -309,9 +354,9 @@ def evaluate(
     model: Any,
     data: str | Path,
     *,
-    gt_json: str | Path | None = None,
+    gt_json: str | Path | GroundTruth | None = None,
     max_det: int = DEFAULT_MAX_DET,
-    imgsz: int = DEFAULT_IMGSZ,
+    imgsz: int | None = None,
     batch: int = DEFAULT_BATCH,
     device: str | int | None = None,
     conf: float = DEFAULT_CONF,
@@ -320,19 +365,25 @@ def evaluate(
     project: str | Path | None = None,
     name: str | None = None,
     out: str | Path | None = None,
+    gt_cache: str | Path | None = None,
     plots: bool = False,
     verbose: bool = True,
     **val_kwargs: Any,
 ) -> dict[str, Any]:
     """Validate a model with Ultralytics and score its predictions with pycocotools.
 
+    The ground truth and the model are checked before validation starts: a ground truth that does not describe the
+    split's images (file names, sizes) or has categories beyond the model's classes is an error, not a warning.
+
     Args:
         model: Weights or model YAML path (anything ``ultralytics.YOLO`` accepts) or a ``YOLO`` object.
-        data: Dataset YAML (the one ``prepare`` wrote in its DST is the simplest).
-        gt_json: Ground-truth JSON; default ``<dataset path>/annotations/instances_<split>.json``.
+        data: Dataset YAML: any that ``yolo val`` accepts.
+        gt_json: Ground-truth JSON, or a :class:`~drconv_yolo.data.yolo.GroundTruth` already resolved; default
+            ``<dataset path>/annotations/instances_<split>.json`` if present, else built from the split's YOLO
+            labels and cached in ``gt_cache`` (see :func:`~drconv_yolo.data.yolo.resolve_ground_truth`).
         max_det: Detections per image, for Ultralytics and as pycocotools' largest maxDets (1000 for VisDrone).
             If Ultralytics raises its default 300 to the densest image's object count, that value is used for both.
-        imgsz: Inference size.
+        imgsz: Inference size; default the checkpoint's training size, else :data:`DEFAULT_IMGSZ`.
         batch: Batch size.
         device: Ultralytics device string (``"cpu"``, ``0``, ...); default: Ultralytics' choice.
         conf: Confidence threshold (keep 0.001 for mAP).
@@ -341,32 +392,32 @@ def evaluate(
         project: Ultralytics run folder parent.
         name: Ultralytics run folder name.
         out: Report JSON path; default ``<run folder>/coco_eval.json``.
+        gt_cache: Folder for built ground truths; default :func:`default_gt_cache` (outside the dataset).
         plots: Let Ultralytics draw its plots.
         verbose: Print Ultralytics' per-class table and the report table.
         **val_kwargs: Further ``YOLO.val`` arguments (``half``, ``workers``, ``rect``, ...).
 
     Returns:
-        The report: ``model``, ``data``, ``split``, ``gt_json``, ``max_det`` (used), ``max_det_requested``,
-        ``imgsz``, ``conf``, ``iou``, ``ultralytics`` (``mAP50``, ``mAP50-95``, ``precision``, ``recall``),
-        ``pycocotools`` (see :func:`coco_metrics`), ``predictions`` (mapping counts), ``warnings``, ``run_dir``,
-        ``report`` (its own path).
+        The report: ``model``, ``data``, ``split``, ``gt_json``, ``ground_truth`` (``path``, ``source``, ``split``,
+        ``fingerprint``), ``max_det`` (used), ``max_det_requested``, ``imgsz``, ``imgsz_source``, ``conf``, ``iou``,
+        ``ultralytics`` (``mAP50``, ``mAP50-95``, ``precision``, ``recall``), ``pycocotools`` (see
+        :func:`coco_metrics`), ``predictions`` (mapping counts), ``warnings``, ``run_dir``, ``report`` (its path).
 
     Raises:
-        FileNotFoundError: If the dataset or the ground-truth JSON is missing (:class:`DataNotFoundError` for the
-            latter).
-        EvaluationError: If the split is absent or the task has no boxes to score.
+        FileNotFoundError: If the model, the dataset or a given ground-truth JSON is missing.
+        DataError: If the ground truth is not valid JSON or does not match the split's images.
+        EvaluationError: If the task has no boxes to score or the ground truth has categories beyond the model's.
     """
-    from ultralytics import YOLO
-
-    default_gt, _ = _default_gt(data, split)
-    gt_path = Path(gt_json) if gt_json is not None else default_gt
-    if not gt_path.is_file():
-        raise DataNotFoundError(
-            f"ground-truth JSON not found: {gt_path} (written by 'prepare visdrone|coco SRC DST'; or pass gt=PATH)"
-        )
-    yolo = model if isinstance(model, YOLO) else YOLO(str(model))
-    if yolo.task not in BOX_TASKS:
-        raise EvaluationError(f"cannot score task {yolo.task!r} with box pycocotools ({', '.join(BOX_TASKS)} only)")
+    yolo = _load_model(model)
+    truth = gt_json
+    if not isinstance(truth, GroundTruth):
+        truth = resolve_ground_truth(data, split, gt_json, gt_cache or default_gt_cache(out, project, yolo.task))
+    gt = read_gt_json(truth.path)
+    check_categories(gt, truth.path, yolo.names, model)
+    imgsz, imgsz_source = _imgsz(imgsz, yolo)
+    if verbose:
+        print(f"eval: ground truth {truth.describe()}", flush=True)
+        print(f"eval: imgsz {imgsz} ({IMGSZ_SOURCES[imgsz_source]})", flush=True)
     validator = _validator_class(yolo)
     args = dict(data=str(data), split=split, save_json=True, max_det=int(max_det), imgsz=imgsz, batch=batch)
     args.update(conf=conf, iou=iou, plots=plots, verbose=verbose, **val_kwargs)
@@ -378,7 +429,9 @@ def evaluate(
         args["name"] = name
     yolo.val(validator=validator, **args)
     v = validator.instance
-    report = _report(v, yolo, model, data, split, gt_path, int(max_det), imgsz, conf, iou)
+    report = _report(v, yolo, model, data, split, gt, int(max_det), conf, iou)
+    report.update(gt_json=str(truth.path), ground_truth=truth.to_dict(), imgsz=imgsz, imgsz_source=imgsz_source)
+    report["warnings"][:0] = list(truth.warnings)
     path = Path(out) if out is not None else Path(v.save_dir) / REPORT_FILE
     report["report"] = str(path)
     atomic_write_json(path, report, indent=REPORT_INDENT)
@@ -387,10 +440,22 @@ def evaluate(
     return report
 
 
-def _report(v, yolo, model, data, split, gt_path: Path, max_det: int, imgsz, conf, iou) -> dict[str, Any]:
+def _load_model(model: Any):
+    """``YOLO(model)`` (or ``model`` itself), refusing a missing weights file and a task without boxes."""
+    from ultralytics import YOLO
+
+    if isinstance(model, YOLO):
+        return model
+    if Path(str(model)).suffix == ".pt" and not Path(str(model)).is_file():
+        raise DataNotFoundError(f"model weights not found: {model}")
+    yolo = YOLO(str(model))
+    if yolo.task not in BOX_TASKS:
+        raise EvaluationError(f"cannot score task {yolo.task!r} with box pycocotools ({', '.join(BOX_TASKS)} only)")
+    return yolo
+
+
+def _report(v, yolo, model, data, split, gt: dict, max_det: int, conf, iou) -> dict[str, Any]:
     """Map the validator's predictions, run pycocotools and assemble the report."""
-    with open(gt_path, encoding="utf-8") as f:
-        gt = json.load(f)
     warnings: list[str] = []
     used_max_det = int(v.args.max_det)
     if used_max_det != max_det:
@@ -419,10 +484,8 @@ def _report(v, yolo, model, data, split, gt_path: Path, max_det: int, imgsz, con
         "model": str(getattr(yolo, "ckpt_path", None) or model),
         "data": str(data),
         "split": split,
-        "gt_json": str(gt_path),
         "max_det": used_max_det,
         "max_det_requested": max_det,
-        "imgsz": imgsz,
         "conf": conf,
         "iou": iou,
         "ultralytics": {
@@ -455,6 +518,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     c = report["pycocotools"]
     md = c["max_dets"][-1]
     lines = [f"pycocotools bbox evaluation against {report['gt_json']}"] if "gt_json" in report else []
+    if "ground_truth" in report:
+        lines.append(f"  ground truth: {report['ground_truth']['description']}")
     lines.append(
         f"  {c['n_images']} images, {c['n_gt']} ground-truth boxes, {c['n_predictions']} predictions, "
         f"maxDets {'/'.join(str(d) for d in c['max_dets'])} (AP and area figures at {md})"

@@ -17,7 +17,12 @@ Formats:
     relative to the dataset root (``"images/val/0000001_00000_d_0000001.jpg"``);
   - ``annotations``: ``{id, image_id, category_id, bbox: [x, y, w, h] in pixels, area, iscrowd}``;
   - ``categories``: ``[{id, name}]`` sorted by ``id``; the i-th category (by ascending id) is YOLO class ``i``.
-    VisDrone and the synthetic set use ``id = class + 1``; COCO keeps its original ids (1..90 with gaps).
+    VisDrone, the synthetic set and a ground truth built from a user's YOLO labels (:mod:`drconv_yolo.data.yolo`)
+    use ``id = class + 1`` with the names of the data YAML's ``names``, which is also the ``category_id``
+    Ultralytics writes into ``predictions.json`` for such a dataset; COCO keeps its original ids (1..90 with gaps).
+  - predictions are matched to ``images`` by file name (Ultralytics names an image by its stem and file name, not by
+    these ids), so two images of one split must not share a file stem.
+  - read back with :func:`read_gt_json`, which checks all of the above and names the file.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = [
     "atomic_write_text",
     "dataset_yaml_text",
     "gt_images",
+    "read_gt_json",
     "temp_sibling",
     "write_dataset_yaml",
     "write_gt_json",
@@ -252,6 +258,13 @@ def _check_unique_ints(ids: Sequence[Any], what: str) -> None:
 
 def _check_gt(images: Sequence[Mapping], annotations: Sequence[Mapping], categories: Sequence[Mapping]) -> None:
     """Raise :class:`DataError` naming the first entry that breaks the ground-truth convention."""
+    for what, rows, keys in (("image", images, ("id",)), ("category", categories, ("id", "name"))):
+        for row in rows:
+            if not isinstance(row, Mapping) or any(k not in row for k in keys):
+                raise DataError(f"ground-truth {what} needs {' and '.join(keys)}: {row!r}")
+    for a in annotations:
+        if not isinstance(a, Mapping) or any(k not in a for k in ("id", "image_id", "category_id", "bbox")):
+            raise DataError(f"ground-truth annotation needs id, image_id, category_id and bbox: {a!r}")
     image_ids, cat_ids = [im["id"] for im in images], [c["id"] for c in categories]
     _check_unique_ints(image_ids, "image")
     _check_unique_ints(cat_ids, "category")
@@ -323,4 +336,35 @@ def write_gt_json(
         info["date_created"] = time.strftime("%Y-%m-%d %H:%M:%S")
     data = {"info": info, "images": imgs, "annotations": anns, "categories": cats}
     atomic_write_text(path, json.dumps(data, separators=GT_JSON_SEPARATORS, default=_json_default))
+    return data
+
+
+def read_gt_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ground-truth JSON and check it follows the convention (ids, references, boxes).
+
+    Args:
+        path: The JSON file.
+
+    Returns:
+        The parsed dictionary.
+
+    Raises:
+        DataNotFoundError: If the file is missing.
+        DataError: If it is not valid JSON or breaks the convention; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"ground-truth JSON not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise DataError(f"{path}: not a COCO ground truth (needs 'images' and 'categories' lists)")
+    data.setdefault("annotations", [])
+    try:
+        _check_gt(data["images"], data["annotations"], data["categories"])
+    except (TypeError, ValueError) as e:  # DataError is a ValueError; a non-number where a number belongs is either
+        raise DataError(f"{path}: {e}") from None
     return data

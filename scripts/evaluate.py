@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Evaluate a YOLO model: Ultralytics mAP50/mAP50-95 plus pycocotools AP/AR against the prepared ground truth.
+"""Evaluate a YOLO model: Ultralytics mAP50/mAP50-95 plus pycocotools AP/AR against a COCO-format ground truth.
 
 Usage::
 
-    python scripts/evaluate.py model=WEIGHTS.pt data=DST/VisDrone.yaml [max_det=300] [gt=GT.json] [split=val]
-                               [imgsz=640] [batch=16] [device=cpu|0] [conf=0.001] [iou=0.7] [out=REPORT.json]
+    python scripts/evaluate.py model=WEIGHTS.pt data=DATA.yaml [max_det=300] [gt=GT.json] [split=val]
+                               [imgsz=N] [batch=16] [device=cpu|0] [conf=0.001] [iou=0.7] [out=REPORT.json]
 
-The ground truth defaults to <dataset path>/annotations/instances_<split>.json written by the prepare step. Use
-max_det=1000 on VisDrone. Same as ``drconv-yolo eval``; ``--help`` lists every key.
+The ground truth defaults to <dataset path>/annotations/instances_<split>.json written by the prepare step, else it
+is built from the split's YOLO labels (any dataset ``yolo val`` accepts) and cached; imgsz defaults to the
+checkpoint's training size. Use max_det=1000 on VisDrone. Same as ``drconv-yolo eval``; ``--help`` lists every key.
 """
 
 import sys

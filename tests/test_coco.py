@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _data_fixtures import assert_rows, read_labels
+from _data_fixtures import assert_rows, read_labels, walk_files
 from PIL import Image
 
 from drconv_yolo import cli
@@ -161,9 +161,9 @@ def test_prepare_yaml_is_read_by_ultralytics_as_non_coco_folder(src, tmp_path):
 def test_prepare_twice_is_identical(src, tmp_path):
     dst = tmp_path / "dst"
     prepare_coco(src, dst, verbose=False)
-    first = {str(p.relative_to(dst)): p.read_bytes() for p in dst.rglob("*.txt")}
+    first = {str(p.relative_to(dst)): p.read_bytes() for p in walk_files(dst / "labels")}
     prepare_coco(src, dst, verbose=False)
-    assert {str(p.relative_to(dst)): p.read_bytes() for p in dst.rglob("*.txt")} == first
+    assert {str(p.relative_to(dst)): p.read_bytes() for p in walk_files(dst / "labels")} == first
     assert not list(dst.glob(".partial-*"))
 
 

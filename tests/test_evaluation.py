@@ -231,10 +231,16 @@ def _tiny_dataset(root: Path, gt: bool) -> Path:
     return root / "tiny.yaml"
 
 
-def test_cli_missing_ground_truth_names_the_file(tmp_path, capsys):
+def test_cli_missing_model_and_ground_truth_name_the_file(tmp_path, capsys):
     data = _tiny_dataset(tmp_path / "ds", gt=False)
     assert cli.main(["eval", f"model={tmp_path / 'none.pt'}", f"data={data}"]) == 2
-    assert "instances_val.json" in capsys.readouterr().err
+    assert "none.pt" in capsys.readouterr().err
+    from ultralytics import YOLO
+
+    YOLO("yolov8n.yaml").save(tmp_path / "untrained.pt")
+    missing = tmp_path / "nowhere.json"
+    assert cli.main(["eval", f"model={tmp_path / 'untrained.pt'}", f"data={data}", f"gt={missing}"]) == 2
+    assert str(missing) in capsys.readouterr().err
 
 
 @pytest.mark.slow

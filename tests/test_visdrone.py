@@ -8,11 +8,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from _data_fixtures import assert_rows, read_labels
+from _data_fixtures import assert_rows, read_labels, walk_files
 from PIL import Image
 
 from drconv_yolo import cli
 from drconv_yolo.data import visdrone
+from drconv_yolo.data.splits import GENERATIONS
 from drconv_yolo.data.visdrone import (
     VISDRONE_NAMES,
     convert_visdrone_annotation,
@@ -218,8 +219,11 @@ def test_prepare_places_folder_images_by_mode(src, tmp_path, mode):
 
 
 def _tree(root: Path) -> dict[str, bytes]:
+    """Every file as Ultralytics sees the dataset: through the split links, without the generations behind them."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.suffix != ".json"
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(walk_files(root))
+        if p.suffix != ".json" and GENERATIONS not in p.parts
     }
 
 

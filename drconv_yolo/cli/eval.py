@@ -1,4 +1,4 @@
-"""``drconv-yolo eval``: Ultralytics validation plus pycocotools against the prepared ground truth.
+"""``drconv-yolo eval``: Ultralytics validation plus pycocotools against a ground truth (given, prepared or built).
 
 Arguments are Ultralytics-style ``key=value`` (``max_det=1000``) or options (``--max-det 1000``); the evaluation
 itself is :func:`drconv_yolo.evaluation.evaluate`.
@@ -16,6 +16,7 @@ from ..evaluation import (
     DEFAULT_IMGSZ,
     DEFAULT_IOU,
     DEFAULT_MAX_DET,
+    GT_CACHE_FOLDER,
     REPORT_FILE,
     evaluate,
 )
@@ -42,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         usage=f"{PROG} model=WEIGHTS data=DATA.yaml [key=value ...]   (or --key value; keys below)",
         description=(
             "Validate a YOLO model with Ultralytics (its mAP50, mAP50-95) and score the same predictions with "
-            "pycocotools against the ground truth written by 'prepare' (AP, AP50, AP75, APs/m/l, AR@1/10/100/"
-            "max_det, per-class AP). Arguments are Ultralytics-style key=value (or --key value)."
+            "pycocotools (AP, AP50, AP75, APs/m/l, AR@1/10/100/max_det, per-class AP) against a ground truth: the "
+            "one given with gt=, else the one 'prepare' wrote (<dataset path>/annotations/instances_<split>.json), "
+            "else one built from the split's YOLO labels (any dataset 'yolo val' accepts) and cached outside the "
+            "dataset. The ground truth is checked against the split's images and the model's classes before "
+            "anything runs; where it came from is printed and stored in the report. Arguments are Ultralytics-style "
+            "key=value (or --key value)."
         ),
         epilog=(
             f"example: {PROG} model=runs/detect/train/weights/best.pt data=datasets/VisDrone/VisDrone.yaml max_det=1000"
@@ -52,11 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="weights (.pt) or model YAML, as for 'yolo val model=...'")
     p.add_argument("--data", required=True, help="dataset YAML (DST/<name>.yaml written by prepare)")
-    gt = "ground-truth JSON (default: <dataset path>/annotations/instances_<split>.json)"
+    gt = (
+        "ground-truth JSON (default: <dataset path>/annotations/instances_<split>.json if present, else built from "
+        "the split's YOLO labels)"
+    )
     p.add_argument("--gt", dest="gt_json", metavar="JSON", help=gt)
+    cache = (
+        f"folder for ground truths built from YOLO labels (default: {GT_CACHE_FOLDER}/ beside --out, else in the "
+        "run folder's parent), one per dataset fingerprint"
+    )
+    p.add_argument("--gt-cache", metavar="DIR", default=None, help=cache)
     p.add_argument("--split", default="val", help="split to evaluate: val or test")
     p.add_argument("--max-det", type=int, default=DEFAULT_MAX_DET, help="detections per image (use 1000 on VisDrone)")
-    p.add_argument("--imgsz", type=int, default=DEFAULT_IMGSZ, help="inference image size")
+    imgsz = f"inference image size (default: the checkpoint's training size, else {DEFAULT_IMGSZ}); printed"
+    p.add_argument("--imgsz", type=int, default=None, help=imgsz)
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="batch size")
     p.add_argument("--device", default=None, help="device: cpu, 0, 0,1, mps (default: Ultralytics' choice)")
     p.add_argument("--conf", type=float, default=DEFAULT_CONF, help="confidence threshold")

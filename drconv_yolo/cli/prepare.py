@@ -6,6 +6,7 @@ Usage::
                                  [--images auto|hardlink|symlink|copy] [--name VisDrone] [--quiet]
     drconv-yolo prepare coco SRC DST [--splits train val] [--images auto|hardlink|symlink|copy] [--name coco] [--quiet]
     drconv-yolo prepare synthetic DST [--n-train 200] [--n-val 50] [--imgsz 256] [--seed 0] [...]
+    drconv-yolo prepare yolo DATA.yaml DST [--splits val test] [--quiet]
 
 Each dataset is one entry of :data:`SUBCOMMANDS` (name -> :class:`Subcommand`); add an entry to add a dataset.
 Options may also be given as ``key=value`` (``n_train=20``).
@@ -36,7 +37,9 @@ _LAYOUT = (
     "Writes DST/images/<split>/, DST/labels/<split>/ (YOLO labels), DST/annotations/instances_<split>.json "
     "(COCO-format ground truth for evaluation; not for train), DST/<name>.yaml (Ultralytics dataset YAML with an "
     "absolute path: pass it as data=...) and DST/prepare_summary.json. Each split is built in DST/.partial-<split>/ "
-    "and swapped in when complete, so preparing again is safe and an interrupted run leaves no half-written split."
+    "and committed in one atomic step (images/<split>, labels/<split> and the JSON are links into "
+    "DST/.splits/<split>, switched at once), so a run killed at any moment leaves the previous or the new split, "
+    "complete, and the next run removes what it left behind. DST must not be SRC or inside it."
 )
 
 
@@ -144,6 +147,22 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _yolo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA.yaml", help="Ultralytics data YAML (any that 'yolo val' accepts)")
+    dst = "folder to write annotations/instances_<split>.json and prepare_summary.json to (the dataset root is fine)"
+    p.add_argument("dst", metavar="DST", help=dst)
+    splits = "splits to write a ground truth for (default: val, and test when the YAML has one)"
+    p.add_argument("--splits", "--split", nargs="+", metavar="SPLIT", help=splits)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors (no progress, no summary)")
+
+
+def _run_yolo(args: argparse.Namespace) -> int:
+    from ..data.yolo import prepare_yolo
+
+    prepare_yolo(args.data, args.dst, args.splits, not args.quiet)
+    return EXIT_OK
+
+
 #: Subcommand name -> definition. Add an entry to add a dataset.
 SUBCOMMANDS: dict[str, Subcommand] = {
     "visdrone": Subcommand(
@@ -178,6 +197,21 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         add_arguments=_synthetic_arguments,
         run=_run_synthetic,
     ),
+    "yolo": Subcommand(
+        help="COCO-format ground truth for your own Ultralytics dataset (data YAML + YOLO labels)",
+        description=(
+            "Write DST/annotations/instances_<split>.json for splits of an Ultralytics detection dataset, from the "
+            "YOLO labels exactly as Ultralytics reads them: folders, .txt image lists or lists of those; box or "
+            "polygon rows (a polygon counts as its enclosing box); image sizes with the EXIF orientation applied; "
+            "category id = class + 1 named from the YAML's names; images matched to predictions by file name (two "
+            "images of a split must not share a file stem). An image or label Ultralytics rejects as corrupt is "
+            "skipped and listed. Nothing else is written: the images and labels stay where they are. With DST the "
+            "dataset root, 'eval' and 'compare' find the JSON there; without it they build the same JSON themselves "
+            "and cache it."
+        ),
+        add_arguments=_yolo_arguments,
+        run=_run_yolo,
+    ),
 }
 
 
@@ -189,7 +223,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Prepare a dataset from its official files for Ultralytics YOLO and pycocotools evaluation.",
+        description=(
+            "Prepare a dataset from its official files for Ultralytics YOLO and pycocotools evaluation, or write the "
+            "ground-truth JSON of your own Ultralytics dataset (prepare yolo)."
+        ),
         epilog=f"Run '{PROG} <dataset> --help' for the options of one dataset.",
     )
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)

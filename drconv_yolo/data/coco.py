@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..io import DataError, gt_images, write_yolo_labels
-from .splits import commit_split, place_file, select_splits, split_workdir
+from .splits import check_dst_outside, commit_split, place_file, select_splits, split_workdir
 from .summary import PrepareSummary, Progress, SplitStats
 
 __all__ = ["COCO80_TO_COCO91", "COCO_NAMES", "COCO_SPLITS", "CocoImage", "convert_coco_instances", "prepare_coco"]
@@ -233,7 +233,8 @@ def prepare_coco(
     """Prepare COCO 2017 detection for Ultralytics and pycocotools (see the module docstring for what is written).
 
     Preparing again overwrites cleanly: each split is built in ``DST/.partial-<split>/`` and swapped in only when
-    complete. A ground-truth JSON is written for ``val`` (not for ``train``).
+    complete, in one atomic step (:func:`~drconv_yolo.data.splits.commit_split`). A ground-truth JSON is written
+    for ``val`` (not for ``train``).
 
     Args:
         src: Folder holding ``annotations/instances_{train,val}2017.json`` and ``train2017/``, ``val2017/``.
@@ -249,9 +250,11 @@ def prepare_coco(
 
     Raises:
         DataNotFoundError: If ``src`` or a requested split's JSON or image folder is missing (named in the message).
-        DataError: For an unknown split name or an annotation file that is not a COCO instances JSON.
+        DataError: For an unknown split name, a ``dst`` equal to or inside ``src`` or an annotation file that is
+            not a COCO instances JSON.
     """
     src, dst = Path(src), Path(dst)
+    check_dst_outside(src, dst, DATASET)
     chosen = select_splits(
         src, splits, lambda s: _find(src, s), lambda s: _expected(src, s), DATASET, list(COCO_SPLITS), _SPLIT_ALIASES
     )

@@ -1,8 +1,23 @@
-"""Preparing one split of a dataset: which splits to prepare, placing images, a work folder swapped in when complete.
+"""Preparing one split of a dataset: which splits to prepare, placing images, a work folder committed in one step.
 
-Every split is built in ``DST/.partial-<split>/`` and renamed to ``DST/images/<split>`` and ``DST/labels/<split>``
-only when complete, its ground-truth JSON written last, so an interrupted run never leaves a half-written split
-behind a final name and preparing again is safe.
+A split has two folders Ultralytics reads together (``DST/images/<split>`` and ``DST/labels/<split>``) and a ground
+truth; replacing them one after the other could leave new images beside old labels. So each version of a split is a
+*generation* ``DST/.splits/<split>-<id>/{images,labels,instances_<split>.json}``, and the final names are fixed
+relative symbolic links through one switch::
+
+    DST/images/<split>                      -> ../.splits/<split>/images
+    DST/labels/<split>                      -> ../.splits/<split>/labels
+    DST/annotations/instances_<split>.json  -> ../.splits/<split>/instances_<split>.json   (splits with a GT)
+    DST/.splits/<split>                     -> <split>-<id>        <- the switch
+
+:func:`commit_split` builds nothing visible until the switch, which is one atomic rename: a kill at any instant
+leaves the old split or the new one, complete (images, labels and ground truth of one generation). Leftovers of a
+killed run (``.partial-*``, ``.old-*``, generations no switch points to, temporary links and files) are removed by
+the next run (:func:`remove_leftovers`). Ultralytics resolves the links when it reads the YAML, so a validation that
+has started keeps reading the generation it started on.
+
+A dataset prepared before generations existed (real folders at the final names) is converted on its first commit;
+only that one conversion has a moment where the split is missing.
 """
 
 from __future__ import annotations
@@ -10,17 +25,21 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from ..io import DataError, DataNotFoundError, write_gt_json
 
 __all__ = [
+    "GENERATIONS",
     "IMAGE_SUFFIXES",
     "LINK_MODES",
+    "check_dst_outside",
     "commit_split",
     "place_file",
     "read_image_size",
+    "remove_leftovers",
     "remove_tree",
     "select_splits",
     "split_workdir",
@@ -28,6 +47,9 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LINK_MODES = ("auto", "hardlink", "symlink", "copy")
+GENERATIONS = ".splits"  # DST/.splits/<split>-<id>/: the versions of each split; DST/.splits/<split>: the switch
+GENERATION_ID_CHARS = 8
+KINDS = ("images", "labels")
 
 Source = TypeVar("Source")
 
@@ -81,9 +103,10 @@ def select_splits(
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """Return ``(width, height)`` of an image, reading only its header.
+    """Return ``(width, height)`` of an image as Ultralytics sees it, reading only its header.
 
-    The size is the stored one: EXIF orientation is not applied (drone and COCO images carry none that matters).
+    The EXIF orientation is applied as Ultralytics applies it (``ultralytics.data.utils.exif_size``): a JPEG stored
+    on its side is as wide as it is displayed, and so are the boxes Ultralytics predicts on it.
 
     Args:
         path: Image file.
@@ -95,11 +118,15 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         DataError: If the file is not a readable image.
     """
     from PIL import Image, UnidentifiedImageError
+    from ultralytics.data.utils import exif_size
 
     try:
         with Image.open(path) as im:
-            return int(im.width), int(im.height)
-    except (UnidentifiedImageError, OSError) as e:
+            width, height = exif_size(im)
+            return int(width), int(height)
+    except (UnidentifiedImageError, OSError, SyntaxError, ImportError) as e:
+        # ImportError: with Ultralytics loaded, PIL's open retries an unidentified file with a HEIF plugin it may
+        # not be able to import offline; SyntaxError: PIL's way of reporting some malformed headers.
         raise DataError(f"{path}: not a readable image ({e})") from e
 
 
@@ -143,12 +170,64 @@ def remove_tree(path: str | os.PathLike) -> None:
         shutil.rmtree(path)
 
 
+def check_dst_outside(src: str | os.PathLike, dst: str | os.PathLike, dataset: str) -> None:
+    """Refuse a destination equal to or inside the source folder (preparing would write into what it reads).
+
+    Raises:
+        DataError: Naming both folders.
+    """
+    src_path, dst_path = Path(src).resolve(), Path(dst).resolve()
+    if dst_path == src_path or src_path in dst_path.parents:
+        raise DataError(
+            f"{dataset}: DST {dst} is {'the' if dst_path == src_path else 'inside the'} source folder SRC {src}; "
+            "choose a DST outside SRC"
+        )
+
+
+def _temporary(path: Path) -> Path:
+    """A unique hidden name beside ``path`` for a link or folder about to be renamed onto it."""
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:GENERATION_ID_CHARS]}")
+
+
+def _link(path: Path, target: str) -> None:
+    """Make ``path`` a symbolic link to ``target`` in one rename (replacing a link or file there)."""
+    tmp = _temporary(path)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _gt_name(split: str) -> str:
+    return f"instances_{split}.json"
+
+
+def remove_leftovers(dst: str | os.PathLike, split: str) -> None:
+    """Remove what an interrupted preparation of ``split`` may have left in ``dst``.
+
+    That is ``DST/.partial-<split>``, ``DST/.old-<split>-*``, generations the switch does not point to, and the
+    temporary links and files of :func:`commit_split` and the atomic writers (``.<name>.tmp-*``).
+    """
+    dst = Path(dst)
+    store = dst / GENERATIONS
+    current = os.readlink(store / split) if (store / split).is_symlink() else None
+    doomed = [dst / f".partial-{split}", *dst.glob(f".old-{split}-*"), *dst.glob(".*.tmp-*")]
+    doomed += [p for p in store.glob(f"{split}-*") if p.name != current]
+    for folder in (store, dst / "annotations", *(dst / kind for kind in KINDS)):
+        doomed += folder.glob(f".*{split}*.tmp-*")
+    for path in doomed:
+        remove_tree(path)
+
+
 @contextlib.contextmanager
 def split_workdir(dst: str | os.PathLike, split: str) -> Iterator[Path]:
     """Yield an empty work folder ``DST/.partial-<split>/`` with ``images/`` and ``labels/`` inside.
 
-    A leftover from an interrupted run is deleted first; the folder is deleted if the body raises (Ctrl-C
-    included). It is hidden and outside ``images/`` and ``labels/``, so nothing mistakes it for a prepared split.
+    Leftovers of an interrupted run are deleted first (:func:`remove_leftovers`); the folder is deleted if the body
+    raises (Ctrl-C included). It is hidden and outside ``images/`` and ``labels/``, so nothing mistakes it for a
+    prepared split.
     Hand it to :func:`commit_split` when complete.
 
     Args:
@@ -159,7 +238,7 @@ def split_workdir(dst: str | os.PathLike, split: str) -> Iterator[Path]:
         The work folder.
     """
     work = Path(dst) / f".partial-{split}"
-    remove_tree(work)
+    remove_leftovers(dst, split)
     (work / "images").mkdir(parents=True)
     (work / "labels").mkdir()
     try:
@@ -169,32 +248,46 @@ def split_workdir(dst: str | os.PathLike, split: str) -> Iterator[Path]:
         raise
 
 
-def commit_split(work: str | os.PathLike, dst: str | os.PathLike, split: str, gt: Mapping | None = None) -> None:
-    """Swap a complete work folder in as ``DST/images/<split>`` and ``DST/labels/<split>``, then write its GT JSON.
+def _final_links(dst: Path, split: str, with_gt: bool) -> None:
+    """Make the fixed links of a split (converting real folders of an older layout; see the module docstring)."""
+    targets = {dst / kind / split: f"../{GENERATIONS}/{split}/{kind}" for kind in KINDS}
+    if with_gt:
+        targets[dst / "annotations" / _gt_name(split)] = f"../{GENERATIONS}/{split}/{_gt_name(split)}"
+    for path, target in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() and os.readlink(path) == target:
+            continue
+        if path.is_dir() and not path.is_symlink():  # the older layout: a real folder cannot be renamed over
+            old = dst / f".old-{split}-{path.parent.name}"
+            remove_tree(old)
+            os.replace(path, old)
+        _link(path, target)
 
-    The old ground-truth JSON and Ultralytics' label cache (``labels/<split>.cache``) are removed first and the new
-    JSON is written last, so a split with ``annotations/instances_<split>.json`` present is always complete.
+
+def commit_split(work: str | os.PathLike, dst: str | os.PathLike, split: str, gt: Mapping | None = None) -> None:
+    """Make a complete work folder the split ``split`` of ``dst`` in one atomic step (see the module docstring).
+
+    Steps: the ground truth is written into the work folder; the folder becomes a new generation (a rename); the
+    fixed links are made if missing; Ultralytics' label cache (``labels/<split>.cache``) is removed; the switch is
+    renamed onto the new generation (the commit); the old generations are removed.
 
     Args:
         work: Folder made by :func:`split_workdir`, holding ``images/`` and ``labels/``.
         dst: Dataset root.
         split: Split name.
         gt: ``{"images", "annotations", "categories", ["description"]}`` for :func:`~drconv_yolo.io.write_gt_json`,
-            or ``None`` to write no ground truth for this split (any previous one is removed).
+            or ``None`` to write no ground truth for this split (any previous one goes with its generation).
     """
     work, dst = Path(work), Path(dst)
-    gt_path = dst / "annotations" / f"instances_{split}.json"
-    remove_tree(gt_path)
-    remove_tree(dst / "labels" / f"{split}.cache")
-    for kind in ("images", "labels"):
-        final = dst / kind / split
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists() or final.is_symlink():
-            old = dst / f".old-{split}-{kind}"
-            remove_tree(old)
-            os.replace(final, old)
-            remove_tree(old)
-        os.replace(work / kind, final)
     if gt is not None:
-        write_gt_json(gt_path, gt["images"], gt["annotations"], gt["categories"], gt.get("description", ""))
-    remove_tree(work)
+        description = gt.get("description", "")
+        write_gt_json(work / _gt_name(split), gt["images"], gt["annotations"], gt["categories"], description)
+    generation = f"{split}-{uuid.uuid4().hex[:GENERATION_ID_CHARS]}"
+    (dst / GENERATIONS).mkdir(exist_ok=True)
+    os.replace(work, dst / GENERATIONS / generation)
+    _final_links(dst, split, gt is not None)
+    remove_tree(dst / "labels" / f"{split}.cache")
+    _link(dst / GENERATIONS / split, generation)
+    if gt is None:  # this version of the split has no ground truth: drop the link to the previous one's
+        remove_tree(dst / "annotations" / _gt_name(split))
+    remove_leftovers(dst, split)

@@ -9,9 +9,10 @@ from typing import Any, Sequence
 
 from ..io import atomic_write_json, write_dataset_yaml
 
-__all__ = ["SUMMARY_FILE", "PrepareSummary", "Progress", "SplitStats"]
+__all__ = ["SKIPPED_IMAGES", "SUMMARY_FILE", "PrepareSummary", "Progress", "SplitStats"]
 
 SUMMARY_FILE = "prepare_summary.json"
+SKIPPED_IMAGES = "corrupt images skipped"  # a SplitStats.details key; each one is named in the warnings
 PROGRESS_LINES = 10  # about this many progress lines per split
 PROGRESS_MAX_EVERY = 500  # but at least one every this many images
 MAX_WARNINGS_SHOWN = 100  # the rest are only in SUMMARY_FILE
@@ -128,6 +129,10 @@ class PrepareSummary:
             This summary, its ``yaml`` set.
         """
         self.yaml = write_dataset_yaml(self.dst, name, self.names, comment)
+        return self.write(verbose)
+
+    def write(self, verbose: bool) -> PrepareSummary:
+        """Write ``DST/prepare_summary.json`` and print the summary (``verbose``); returns this summary."""
         atomic_write_json(self.dst / SUMMARY_FILE, self.to_dict(), indent=SUMMARY_JSON_INDENT)
         if verbose:
             print(self.format(), flush=True)

@@ -28,13 +28,23 @@ from __future__ import annotations
 import contextlib
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from ..io import DataError, DataNotFoundError, gt_images, write_yolo_labels
-from .splits import IMAGE_SUFFIXES, commit_split, place_file, read_image_size, select_splits, split_workdir
-from .summary import PrepareSummary, Progress, SplitStats
+from .splits import (
+    IMAGE_SUFFIXES,
+    check_dst_outside,
+    commit_split,
+    place_file,
+    read_image_size,
+    remove_tree,
+    select_splits,
+    split_workdir,
+)
+from .summary import SKIPPED_IMAGES, PrepareSummary, Progress, SplitStats
 
 __all__ = [
     "VISDRONE_NAMES",
@@ -73,6 +83,7 @@ FIELDS = 8  # numbers per annotation row
 IGNORED_REGION = 0  # object_category of an ignored region
 OTHERS = 11  # object_category "others"
 COPY_BUFFER = 1 << 20  # bytes per read when extracting images from a zip
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)  # a damaged or unsupported member
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -232,18 +243,28 @@ class _Source:
         """The open zip for :meth:`place` and :meth:`read_text` (``None`` for a folder), closed on exit."""
         return zipfile.ZipFile(self.path) if self.kind == "zip" else contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def _member(self, member: str):
+        """Turn a damaged zip member into one :class:`DataError` naming the zip and the member."""
+        try:
+            yield
+        except _ZIP_ERRORS as e:
+            raise DataError(f"{self.path}: member {member} is corrupt ({e}); download the zip again") from None
+
     def place(self, zf: zipfile.ZipFile | None, name: str, target: Path, mode: str) -> str:
         """Put image ``name`` at ``target``: extracted from the zip, else placed by ``mode``; returns the method."""
         if zf is None:
             return place_file(self.images[name], target, mode)
-        with zf.open(self.images[name]) as r, open(target, "wb") as w:
+        with self._member(self.images[name]), zf.open(self.images[name]) as r, open(target, "wb") as w:
             shutil.copyfileobj(r, w, COPY_BUFFER)
         return "extract"
 
     def read_text(self, zf: zipfile.ZipFile | None, ref: str) -> str:
         """The content of annotation file ``ref`` (a BOM and undecodable bytes tolerated)."""
-        data = zf.read(ref) if zf is not None else Path(ref).read_bytes()
-        return data.decode("utf-8-sig", errors="replace")
+        if zf is None:
+            return Path(ref).read_bytes().decode("utf-8-sig", errors="replace")
+        with self._member(ref):
+            return zf.read(ref).decode("utf-8-sig", errors="replace")
 
 
 def _scan_dir(folder: Path) -> _Source:
@@ -317,9 +338,11 @@ def _prepare_split(
     progress = Progress(f"{split} ({source.path.name})", len(source.images), verbose)
     with split_workdir(dst, split) as work, source.open() as zf:
         for name in sorted(source.images):
-            target = work / "images" / name
-            stats.placed(source.place(zf, name, target, images_mode))
-            width, height = read_image_size(target)
+            progress.update()
+            size = _place_image(source, zf, name, work / "images" / name, images_mode, stats, summary)
+            if size is None:
+                continue
+            width, height = size
             stem = Path(name).stem
             ann_ref = source.annotations.get(stem)
             if ann_ref is None:
@@ -331,12 +354,25 @@ def _prepare_split(
             summary.warnings.extend(conv.warnings)
             gt_entries.append((f"images/{split}/{name}", width, height))
             per_image[gt_entries[-1][0]] = conv
-            progress.update()
     for stem in sorted(set(source.annotations) - {Path(n).stem for n in source.images}):
         summary.warnings.append(f"{source.label(source.annotations[stem])}: annotation file without an image, skipped")
     gt = _gt_dict(gt_entries, per_image, names) if write_gt else None
     commit_split(work, dst, split, gt)
     return stats
+
+
+def _place_image(
+    source: _Source, zf, name: str, target: Path, mode: str, stats: SplitStats, summary: PrepareSummary
+) -> tuple[int, int] | None:
+    """Place one image and read its size; an unreadable image is removed and reported by its source path."""
+    stats.placed(source.place(zf, name, target, mode))
+    try:
+        return read_image_size(target)
+    except DataError as e:
+        remove_tree(target)
+        summary.warnings.append(f"{source.label(source.images[name])}: not a readable image ({e.__cause__}), skipped")
+        stats.count(SKIPPED_IMAGES)
+        return None
 
 
 def _count(stats: SplitStats, conv: VisDroneImage) -> None:
@@ -387,7 +423,8 @@ def prepare_visdrone(
     """Prepare VisDrone2019-DET for Ultralytics and pycocotools (see the module docstring for what is written).
 
     Preparing again overwrites cleanly: each split is built in ``DST/.partial-<split>/`` and swapped in only when
-    complete, so a failed or interrupted run leaves the previous version of that split (or none) in place.
+    complete (:func:`~drconv_yolo.data.splits.commit_split`), so a failed, interrupted or killed run leaves the
+    previous version of that split (or none) in place.
 
     Args:
         src: Folder holding the official zips and/or their extracted ``VisDrone2019-DET-<split>/`` folders (an
@@ -405,9 +442,10 @@ def prepare_visdrone(
 
     Raises:
         DataNotFoundError: If ``src`` or a requested split's zip/folder is missing (the message names them).
-        DataError: For an unknown split name or a file that is not a zip.
+        DataError: For an unknown split name, a ``dst`` equal to or inside ``src`` or a file that is not a zip.
     """
     src, dst = Path(src), Path(dst)
+    check_dst_outside(src, dst, DATASET)
     sources = select_splits(
         src,
         splits,
