@@ -289,7 +289,7 @@ def map_predictions(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _train_imgsz(yolo) -> int | list[int] | None:
+def train_imgsz(yolo) -> int | list[int] | None:
     """The image size a checkpoint was trained at (its saved ``train_args``), or ``None`` (a model YAML, weights
     saved without training). Not ``model.args``: Ultralytics fills that with its 640 default when the size is unknown.
     """
@@ -301,7 +301,7 @@ def _imgsz(imgsz: int | None, yolo) -> tuple[int | list[int], str]:
     """The inference size to use and where it comes from (a key of :data:`IMGSZ_SOURCES`)."""
     if imgsz:
         return imgsz, "given"
-    trained = _train_imgsz(yolo)
+    trained = train_imgsz(yolo)
     return (trained, "checkpoint") if trained else (DEFAULT_IMGSZ, "default")
 
 

@@ -105,6 +105,7 @@ def load_model(model: str | os.PathLike):
     from ultralytics import YOLO
 
     from drconv_yolo.blocks import guided_layers
+    from drconv_yolo.evaluation import train_imgsz
 
     path = Path(model)
     if path.suffix == ".pt" and not path.is_file():
@@ -116,9 +117,7 @@ def load_model(model: str | os.PathLike):
     net = yolo.model.float().eval()
     if not any(True for _ in guided_layers(net)):
         raise RegionsError(f"model {model} has no DRConv layer: there are no regions to draw")
-    args = getattr(net, "args", None) or {}
-    imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
-    return net, imgsz
+    return net, train_imgsz(yolo)
 
 
 def read_image(source: str | os.PathLike) -> np.ndarray:
