@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 
 from drconv_yolo import cli
 from drconv_yolo.data import synthetic
+from drconv_yolo.data.scene import draw_scene
 from drconv_yolo.data.synthetic import (
     CLASS_NAMES,
     SyntheticConfig,
@@ -24,6 +26,17 @@ from drconv_yolo.data.synthetic import (
 SMALL = {"n_train": 8, "n_val": 4, "imgsz": 128, "seed": 0, "n_classes": 5, "objects_per_image": (6, 20)}
 BOX_TOL_PX = 1e-3  # COCO pixel boxes vs. YOLO labels (6 decimals => rounding error <= 0.5e-6 * imgsz px)
 REPO = Path(__file__).resolve().parents[1]
+# sha256 of render_image(SyntheticConfig(imgsz=96, seed=0), split, i) for i < 3 in both splits, recorded before the
+# appearance option existed: the default appearance must keep drawing exactly these pixels and boxes. The pixel digest
+# pins this OpenCV/numpy build too (float blurs and resizes); re-record it only on a deliberate VERSION bump.
+GOLDEN_PIXELS = "17c641a88a96ec9b8921058628b9c1cd3f25c7a69a6063088f199d62fce9ee48"
+GOLDEN_BOXES = "2a08787ace1fbe0e1c90809e04ff0644307329d12d38f764c70f39c66e7e789d"
+GOLDEN_BUILD = ("5.0.0", "2.4.6")  # the cv2 and numpy versions GOLDEN_PIXELS was recorded with
+CAMERA_BLUR_RADIUS = 2  # px: cv2.GaussianBlur's kernel radius for sigma 0.5 on float images (scene.CAMERA_BLUR_SIGMA)
+STAT_IMAGES = 50  # scenes in the appearance statistics (about 570 objects at 128 px; about 2 s for both modes)
+DEPENDENT_CORR = 0.3  # "region": observed 0.44; the standard error of a correlation over ~570 objects is ~0.04
+INDEPENDENT_CORR = 0.12  # "uniform": observed -0.02; about three standard errors of a zero correlation
+MEAN_LOOK_TOL = 0.05  # relative difference allowed between the modes' mean object brightness (same marginal)
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +278,96 @@ def test_make_synthetic_script_generates_dataset(tmp_path: Path) -> None:
     spec.loader.exec_module(module)
     assert module.main([str(tmp_path / "s"), "--n-train", "1", "--n-val", "1", "--imgsz", "64", "--quiet"]) == 0
     assert (tmp_path / "s" / "images" / "val" / "000001.jpg").is_file()
+
+
+def _scene(appearance: str, index: int, size: int = 128):
+    rng = np.random.default_rng(np.random.SeedSequence([123, index]))
+    return draw_scene(rng, size, SMALL["n_classes"], SMALL["objects_per_image"], 1.0, appearance)
+
+
+def test_default_appearance_draws_same_pixels_and_boxes_as_before_option() -> None:
+    cfg = SyntheticConfig(imgsz=96, seed=0)
+    assert cfg.appearance == "region" and "appearance" not in cfg.to_dict()  # metadata of old sets still matches
+    pixels, boxes = hashlib.sha256(), hashlib.sha256()
+    for split in ("train", "val"):
+        for i in range(3):
+            img, b = render_image(cfg, split, i)
+            pixels.update(img.tobytes())
+            boxes.update(b.astype("<i8").tobytes())
+    assert boxes.hexdigest() == GOLDEN_BOXES
+    if (cv2.__version__, np.__version__) == GOLDEN_BUILD:  # float blurs and resizes may round otherwise elsewhere
+        assert pixels.hexdigest() == GOLDEN_PIXELS
+
+
+def test_uniform_appearance_deterministic_and_differs_from_region() -> None:
+    cfg = SyntheticConfig(**SMALL, appearance="uniform")
+    img_a, boxes_a = render_image(cfg, "train", 1)
+    img_b, boxes_b = render_image(cfg, "train", 1)
+    assert np.array_equal(img_a, img_b) and np.array_equal(boxes_a, boxes_b)
+    region, region_boxes = render_image(SyntheticConfig(**SMALL), "train", 1)
+    assert np.array_equal(boxes_a, region_boxes) and not np.array_equal(img_a, region)
+
+
+def test_uniform_appearance_changes_only_object_pixels() -> None:
+    kernel = np.ones((2 * CAMERA_BLUR_RADIUS + 1,) * 2, np.uint8)
+    for index in range(6):
+        region, uniform = _scene("region", index), _scene("uniform", index)
+        assert np.array_equal(region.boxes, uniform.boxes) and np.array_equal(region.owner, uniform.owner)
+        assert np.array_equal(region.label, uniform.label)
+        drawn = region.owner >= 0
+        near = cv2.dilate(drawn.astype(np.uint8), kernel) > 0  # what the camera blur mixes object pixels into
+        assert np.array_equal(region.image[~near], uniform.image[~near])  # background, clutter and shadows
+        changed = np.any(region.image != uniform.image, axis=2)
+        assert changed[drawn].mean() > 0.5  # most object pixels are lit differently
+
+
+def _object_looks(appearance: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per object: log of its own region's light (mean over channels) and log of its mean interior brightness."""
+    lights, looks = [], []
+    for index in range(STAT_IMAGES):
+        scene = _scene(appearance, index)
+        rgb = scene.image[..., ::-1].astype(np.float64)
+        for k in range(len(scene.boxes)):
+            # interior only: the camera blur mixes the object's edge with the region's (lit) background
+            inside = cv2.erode((scene.owner == k).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            if inside.any():
+                region = np.bincount(scene.label[inside]).argmax()
+                lights.append(np.log(scene.region_lights[region].mean()))
+                looks.append(np.log(rgb[inside].mean() + 1))
+    return np.asarray(lights), np.asarray(looks)
+
+
+def test_object_look_depends_on_region_light_only_with_region_appearance() -> None:
+    region_lights, region_looks = _object_looks("region")
+    uniform_lights, uniform_looks = _object_looks("uniform")
+    assert np.array_equal(region_lights, uniform_lights)  # same objects in the same regions
+    assert np.corrcoef(region_lights, region_looks)[0, 1] > DEPENDENT_CORR
+    assert abs(np.corrcoef(uniform_lights, uniform_looks)[0, 1]) < INDEPENDENT_CORR
+    mean_region, mean_uniform = np.exp(region_looks).mean(), np.exp(uniform_looks).mean()
+    assert abs(mean_region - mean_uniform) < MEAN_LOOK_TOL * mean_region  # same distribution of looks overall
+
+
+def test_uniform_dataset_recorded_and_not_reused_for_region(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    small = {"n_train": 1, "n_val": 1, "imgsz": 64, "verbose": False}
+    yaml_path = generate(root, appearance="uniform", **small)
+    assert json.loads((root / "synthetic.json").read_text())["params"]["appearance"] == "uniform"
+    assert "# appearance: uniform" in yaml_path.read_text()
+    with pytest.raises(SyntheticDatasetExistsError, match=r"\(appearance: 'uniform' -> 'region'\)"):
+        generate(root, **small)
+    generate(root, overwrite=True, **small)
+    assert "appearance" not in json.loads((root / "synthetic.json").read_text())["params"]
+    assert "appearance" not in yaml_path.read_text()
+
+
+def test_config_rejects_unknown_appearance() -> None:
+    with pytest.raises(ValueError, match="appearance must be one of region, uniform"):
+        SyntheticConfig(appearance="flat")
+
+
+def test_cli_appearance_option_writes_control_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["prepare", "synthetic", str(tmp_path / "u"), "--n-train", "1", "--n-val", "1", "--imgsz", "64"]
+    assert cli.main([*argv, "--appearance", "uniform", "--quiet"]) == 0
+    assert json.loads((tmp_path / "u" / "synthetic.json").read_text())["params"]["appearance"] == "uniform"
+    assert cli.main([*argv, "--appearance", "flat"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, List, NamedTuple, Sequence
 
 from ..data.splits import LINK_MODES
-from ..data.synthetic import CLASS_NAMES, IMGSZ_RANGE, OBJECT_SCALE_RANGE, SyntheticConfig, generate
+from ..data.synthetic import APPEARANCES, CLASS_NAMES, IMGSZ_RANGE, OBJECT_SCALE_RANGE, SyntheticConfig, generate
 from ..errors import EXIT_OK, EXIT_USER_ERROR
 from .options import HelpFormatter, parse
 
@@ -135,6 +135,12 @@ def _synthetic_arguments(p: argparse.ArgumentParser) -> None:
         help=objects,
     )
     p.add_argument("--object-scale", type=float, default=SYNTHETIC.object_scale, help=scale)
+    appearance = (
+        "region: each object is lit by the region it is in (its illumination and colour cast), the case "
+        "region-aware convolution targets; uniform: the control set, each object lit independently of its region, "
+        "with the same backgrounds, boxes and labels for the same seed (default: %(default)s)"
+    )
+    p.add_argument("--appearance", choices=APPEARANCES, default=SYNTHETIC.appearance, help=appearance)
     overwrite = "replace a synthetic dataset in DST generated with different options (never deletes other folders)"
     p.add_argument("--overwrite", action="store_true", help=overwrite)
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the start/end progress lines")

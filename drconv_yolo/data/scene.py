@@ -4,6 +4,15 @@
 dataset. The random stream is consumed in a fixed order (every texture is computed even where unused), so the same
 generator state always gives the same pixels and boxes.
 
+How the region an object is in shapes it (``appearance="region"``, the default): (1) its light - each region has
+its own random illumination and colour cast, applied alike to its background and its objects (softened over
+:data:`LIGHT_EDGE_SIGMA` at borders); (2) its surroundings - its shadow is the region's texture darkened, and the
+camera blur mixes its edge with that texture; (3) its place and pose - vehicles prefer road-like regions and point
+along a road band, pedestrians and bicycles prefer walkable ones. Its colours, shape and size depend on its class
+alone. ``appearance="uniform"``, the control set, removes (1): each object gets its own light, from the same
+distribution as a region's, drawn after everything else, so the same generator state gives the same layout, boxes,
+unlit colours, shadows and every pixel off the objects as the default; (2) and (3) stay.
+
 Sizes are in pixels at the reference image size :data:`REFERENCE_SIZE` and scale linearly with the image size. The
 numbers inside the texture and object painters are appearance (colours, proportions), tuned by eye; the numbers
 that shape the dataset (how many regions and objects, where objects go, how they are lit) are named constants.
@@ -17,12 +26,15 @@ from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 import cv2
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "REFERENCE_SIZE", "draw_scene"]
+__all__ = ["APPEARANCES", "CLASS_NAMES", "REFERENCE_SIZE", "Scene", "draw_scene"]
 
 CLASS_NAMES: Tuple[str, ...] = ("car", "pedestrian", "truck", "bicycle", "bus", "van", "motor", "tricycle")
 """Every class the scene can draw, in class-index order (the painters in ``_CLASSES`` follow it)."""
 
 REFERENCE_SIZE = 256.0  # object and texture sizes below are in pixels at this image size
+
+APPEARANCES: Tuple[str, ...] = ("region", "uniform")
+"""How objects are lit: by the region they are in (default), or independently of it (the control set)."""
 
 Rgb = Tuple[float, float, float]
 
@@ -60,9 +72,7 @@ class _Ctx:
         self.rng = rng
         self.size = size
         self.s = size / REFERENCE_SIZE
-        yy, xx = np.mgrid[0:size, 0:size]
-        self.xx = xx.astype(np.float32)
-        self.yy = yy.astype(np.float32)
+        self.yy, self.xx = (grid.astype(np.float32) for grid in np.mgrid[0:size, 0:size])
         self._smooth: Dict[Tuple[int, int], np.ndarray] = {}
         self._grain: np.ndarray | None = None
 
@@ -115,8 +125,7 @@ def _tex_road(ctx: _Ctx, angle: float) -> np.ndarray:
     base = np.float32(rng.uniform(70, 120)) + rng.uniform(-5, 5, 3).astype(np.float32)
     img = _planar(base) + (ctx.smooth(20) * 7 + ctx.grain(5))
     u, v = ctx.along(angle + math.pi / 2), ctx.along(angle)  # u across the road, v along it
-    period = rng.uniform(20, 36) * ctx.s
-    dash = rng.uniform(6, 12) * ctx.s
+    period, dash = rng.uniform(20, 36) * ctx.s, rng.uniform(6, 12) * ctx.s
     marks = (_fmod(u, period) < max(1.0, 1.3 * ctx.s)) & (_fmod(v, 2 * dash) < dash)
     lane = ctx.jitter((225, 225, 215) if rng.random() < 0.7 else (220, 190, 60), 15)
     return _paint(img, marks, lane, 0.85)
@@ -160,30 +169,22 @@ def _tex_parking(ctx: _Ctx, angle: float) -> np.ndarray:
     base = np.float32(rng.uniform(135, 175)) + rng.uniform(-5, 5, 3).astype(np.float32)
     img = _planar(base) + (ctx.smooth(30) * 6 + ctx.grain(4))
     u, v = ctx.along(angle), ctx.along(angle + math.pi / 2)
-    bay = rng.uniform(12, 18) * ctx.s
-    row = rng.uniform(40, 70) * ctx.s
+    bay, row = rng.uniform(12, 18) * ctx.s, rng.uniform(40, 70) * ctx.s
     lines = (_fmod(u, bay) < max(1.0, ctx.s)) & (_fmod(v, row) < row * 0.45)
     return _paint(img, lines, ctx.jitter((235, 235, 230), 10))
 
 
-_TEXTURES: Dict[str, Callable[[_Ctx, float], np.ndarray]] = {
-    "road": _tex_road,
-    "grass": _tex_grass,
-    "roof": _tex_roof,
-    "water": _tex_water,
-    "soil": _tex_soil,
-    "parking": _tex_parking,
-}
+_TEXTURE_PAINTERS = (_tex_road, _tex_grass, _tex_roof, _tex_water, _tex_soil, _tex_parking)  # _REGION_TYPES order
+_TEXTURES: Dict[str, Callable[[_Ctx, float], np.ndarray]] = dict(zip(_REGION_TYPES, _TEXTURE_PAINTERS))
 
 
-class _Regions:
+class _Regions(NamedTuple):
     """Region partition of one image: ``uint8`` label map, region types and orientations."""
 
-    def __init__(self, label: np.ndarray, types: List[str], angles: List[float], band: int | None) -> None:
-        self.label = label
-        self.types = types
-        self.angles = angles
-        self.band = band  # index of the straight road band, if any
+    label: np.ndarray
+    types: List[str]
+    angles: List[float]
+    band: int | None  # index of the straight road band, if any
 
     def lookup(self, values: np.ndarray) -> np.ndarray:
         """Per-pixel ``values[label]`` for a ``(n_regions,)`` or ``(n_regions, C)`` float table (via ``cv2.LUT``)."""
@@ -207,15 +208,11 @@ def _make_regions(ctx: _Ctx) -> _Regions:
     wx = ctx.xx + ctx.smooth(90, key=1) * amp
     wy = ctx.yy + ctx.smooth(90, key=2) * amp
     label = np.zeros((size, size), np.uint8)
-    best = None
+    best = np.full((size, size), np.inf, np.float32)
     for i, (sx, sy) in enumerate(seeds):
         d = np.square(wx - np.float32(sx)) + np.square(wy - np.float32(sy))
-        if best is None:
-            best = d
-        else:
-            closer = d < best
-            label[closer] = i
-            best = np.minimum(best, d)
+        label[d < best] = i
+        best = np.minimum(best, d)
     p = _REGION_WEIGHTS / _REGION_WEIGHTS.sum()
     types = [str(t) for t in rng.choice(_REGION_TYPES, size=n_cells, p=p)]
     angles = [float(a) for a in rng.uniform(0, math.pi, n_cells)]
@@ -223,9 +220,8 @@ def _make_regions(ctx: _Ctx) -> _Regions:
     if band:
         angle = float(rng.uniform(0, math.pi))
         cx, cy = rng.uniform(0.25, 0.75, 2) * size
-        across = (ctx.xx - np.float32(cx)) * np.float32(-math.sin(angle)) + (ctx.yy - np.float32(cy)) * np.float32(
-            math.cos(angle)
-        )
+        nx, ny = np.float32(-math.sin(angle)), np.float32(math.cos(angle))  # unit normal of the band
+        across = (ctx.xx - np.float32(cx)) * nx + (ctx.yy - np.float32(cy)) * ny
         across += ctx.smooth(120, key=3) * np.float32(0.02 * size)
         band_idx = n_cells
         label[np.abs(across) < rng.uniform(14, 26) * ctx.s] = band_idx
@@ -248,8 +244,7 @@ def _clutter(ctx: _Ctx, img: np.ndarray) -> None:
     """Draw distractors in place (``(H, W, 3)`` float32): trees, crates, stains, wires and specks."""
     rng, size, s = ctx.rng, ctx.size, ctx.s
     for _ in range(int(rng.integers(0, 9))):  # trees: dark-green discs with a lighter crown
-        c = rng.uniform(0, size, 2)
-        r = rng.uniform(3, 10) * s
+        c, r = rng.uniform(0, size, 2), rng.uniform(3, 10) * s
         col = ctx.jitter((40, 75, 35), 12)
         cv2.circle(img, _pt(c), _len(r), _col(col), -1, cv2.LINE_AA, _SHIFT)
         cv2.circle(img, _pt(c - r * 0.25), _len(r * 0.55), _col(col * 1.35), -1, cv2.LINE_AA, _SHIFT)
@@ -261,8 +256,7 @@ def _clutter(ctx: _Ctx, img: np.ndarray) -> None:
     for _ in range(int(rng.integers(0, 6))):  # stains / building shadows: darker or lighter ellipses
         a, b = rng.uniform(4, 22) * s, rng.uniform(3, 12) * s
         c, ang, gain = rng.uniform(0, size, 2), float(rng.uniform(0, 180)), np.float32(rng.uniform(0.55, 1.3))
-        x0, y0 = int(c[0] - a) - 1, int(c[1] - a) - 1
-        side = int(2 * a) + 3
+        x0, y0, side = int(c[0] - a) - 1, int(c[1] - a) - 1, int(2 * a) + 3
         mask = np.zeros((side, side), np.uint8)
         cv2.ellipse(mask, _pt((c[0] - x0, c[1] - y0)), (_len(a), _len(b)), ang, 0, 360, 255, -1, cv2.LINE_8, _SHIFT)
         ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + side, size), min(y0 + side, size)
@@ -300,8 +294,7 @@ def _col(rgb: Sequence[float]) -> Tuple[float, float, float]:
 
 
 def _col4(rgb: Sequence[float]) -> Tuple[float, float, float, float]:
-    r, g, b = _col(rgb)
-    return r, g, b, 255.0
+    return (*_col(rgb), 255.0)
 
 
 def _rect(c: Sequence[float], length: float, width: float, angle: float, offset: float = 0.0) -> np.ndarray:
@@ -309,14 +302,7 @@ def _rect(c: Sequence[float], length: float, width: float, angle: float, offset:
     ux, uy = math.cos(angle), math.sin(angle)
     cx, cy = float(c[0]) + offset * ux, float(c[1]) + offset * uy
     lx, ly, wx, wy = ux * length / 2, uy * length / 2, -uy * width / 2, ux * width / 2
-    return np.array(
-        [
-            [cx + lx + wx, cy + ly + wy],
-            [cx + lx - wx, cy + ly - wy],
-            [cx - lx - wx, cy - ly - wy],
-            [cx - lx + wx, cy - ly + wy],
-        ]
-    )
+    return np.array([[cx + a * lx + b * wx, cy + a * ly + b * wy] for a, b in ((1, 1), (1, -1), (-1, -1), (-1, 1))])
 
 
 class _Painter:
@@ -325,14 +311,6 @@ class _Painter:
     def __init__(self, side: int) -> None:
         self.rgba = np.zeros((side, side, 4), np.uint8)
         self.c = (side / 2.0, side / 2.0)
-
-    @property
-    def rgb(self) -> np.ndarray:
-        return self.rgba[..., :3]
-
-    @property
-    def mask(self) -> np.ndarray:
-        return self.rgba[..., 3]
 
     def rect(self, length: float, width: float, angle: float, col: Sequence[float], offset: float = 0.0) -> None:
         self.poly(_rect(self.c, length, width, angle, offset), col)
@@ -400,10 +378,9 @@ def _draw_bicycle(ctx: _Ctx, p: _Painter, size: float, a: float) -> None:
     tyre = ctx.jitter((30, 30, 34), 12)
     front, back = p.at(size * 0.3, 0, a), p.at(-size * 0.3, 0, a)
     p.rect(size * 0.6, size * 0.16, a, frame)  # coloured frame bar between the wheels
-    p.circle(front, size * 0.2, tyre)  # dark wheels with a light hub: a "dumbbell" shape
-    p.circle(back, size * 0.2, tyre)
-    p.circle(front, size * 0.07, (200, 200, 200))
-    p.circle(back, size * 0.07, (200, 200, 200))
+    for hub in (front, back):  # dark wheels with a light hub (the wheels do not touch): a "dumbbell" shape
+        p.circle(hub, size * 0.2, tyre)
+        p.circle(hub, size * 0.07, (200, 200, 200))
 
 
 def _draw_bus(ctx: _Ctx, p: _Painter, size: float, a: float) -> None:
@@ -459,10 +436,26 @@ def _overlaps(box: Tuple[int, int, int, int], boxes: List[Tuple[int, int, int, i
     return any(x0 < b[2] + gap and b[0] < x1 + gap and y0 < b[3] + gap and b[1] < y1 + gap for b in boxes)
 
 
+_Pose = Tuple[float, float, float]  # (cx, cy, angle in radians) of an object
+
+
+class _Canvas(NamedTuple):
+    """The image objects are drawn into, which object owns each pixel, and what a new object must keep clear of."""
+
+    img: np.ndarray  # (H, W, 3) float32 RGB
+    owner: np.ndarray  # (H, W) int16: index of the object drawn at each pixel, -1 where none
+    placed: List[Tuple[int, int, int, int]]  # boxes of the objects drawn so far, in drawing order
+    gap: int  # free pixels between two objects, shadows included
+    shadow_off: int  # pixels between an object and its shadow
+    shadow_shift: Tuple[int, int]  # (x, y) pixels, towards the side away from the sun
+    shade: np.float32  # brightness factor in the shadow
+
+
 def _place_objects(
     ctx: _Ctx, img: np.ndarray, reg: _Regions, n_classes: int, n_obj: int, scale: float
-) -> List[List[int]]:
-    """Draw ``n_obj`` non-overlapping objects with shadows in place; return ``[cls, x0, y0, x1, y1]`` pixel boxes."""
+) -> Tuple[List[List[int]], np.ndarray]:
+    """Draw ``n_obj`` non-overlapping objects with shadows in place; return the ``[cls, x0, y0, x1, y1]`` pixel boxes
+    and the ``(H, W)`` int16 map of the object (row of the boxes) drawn at each pixel, -1 where none."""
     rng, s = ctx.rng, ctx.s
     pools = {}
     for key, kinds in (("vehicle", _VEHICLE_REGIONS), ("walk", _WALK_REGIONS)):
@@ -471,10 +464,10 @@ def _place_objects(
     sun = rng.uniform(0, 2 * math.pi)
     shade = np.float32(rng.uniform(*SHADOW_SHADE))
     off = max(1, int(round(SHADOW_OFFSET * s)))
-    shadow = _Shadow(off, (int(round(off * math.cos(sun))), int(round(off * math.sin(sun)))), shade)
-    gap = max(1, int(round(s))) + off  # free pixels between two objects, shadows included
+    shift = (int(round(off * math.cos(sun))), int(round(off * math.sin(sun))))
+    owner = np.full((ctx.size, ctx.size), -1, np.int16)
+    canvas = _Canvas(img, owner, [], max(1, int(round(s))) + off, off, shift, shade)
     boxes: List[List[int]] = []
-    placed: List[Tuple[int, int, int, int]] = []
     for _ in range(n_obj):
         cls = int(rng.integers(n_classes))
         draw, (lo, hi), oriented = _CLASSES[cls]
@@ -490,22 +483,13 @@ def _place_objects(
             else:
                 angle = rng.uniform(0, 2 * math.pi)
             core = (int(cx - r0), int(cy - r0), int(cx + r0) + 1, int(cy + r0) + 1)
-            if _overlaps(core, placed, gap):  # cheap early rejection before drawing
+            if _overlaps(core, canvas.placed, canvas.gap):  # cheap early rejection before drawing
                 continue
-            box = _draw_object(ctx, img, draw, length, (cx, cy, angle), placed, gap, shadow)
+            box = _draw_object(ctx, canvas, draw, length, (cx, cy, angle))
             if box is not None:
-                placed.append(box)
                 boxes.append([cls, *box])
                 break
-    return boxes
-
-
-class _Shadow(NamedTuple):
-    """Where every object's shadow falls and how dark it is."""
-
-    off: int  # pixels between an object and its shadow
-    shift: Tuple[int, int]  # (x, y) pixels, towards the side away from the sun
-    shade: np.float32  # brightness factor in the shadow
+    return boxes, owner
 
 
 def _spot(ctx: _Ctx, pool: np.ndarray, prefer: float) -> Tuple[float, float]:
@@ -514,25 +498,17 @@ def _spot(ctx: _Ctx, pool: np.ndarray, prefer: float) -> Tuple[float, float]:
     if pool.size and rng.random() < prefer:
         y, x = divmod(int(pool[rng.integers(pool.size)]), size)
         return x + rng.uniform(-0.5, 0.5), y + rng.uniform(-0.5, 0.5)
-    cx, cy = rng.uniform(-0.1, 1.1, 2) * size  # a little outside too: objects cut by the border
-    return cx, cy
+    return tuple(rng.uniform(-0.1, 1.1, 2) * size)  # a little outside too: objects cut by the border
 
 
 def _draw_object(
-    ctx: _Ctx,
-    img: np.ndarray,
-    draw: Callable[[_Ctx, _Painter, float, float], None],
-    length: float,
-    pose: Tuple[float, float, float],
-    placed: List[Tuple[int, int, int, int]],
-    gap: int,
-    shadow: _Shadow,
+    ctx: _Ctx, canvas: _Canvas, draw: Callable[[_Ctx, _Painter, float, float], None], length: float, pose: _Pose
 ) -> Tuple[int, int, int, int] | None:
-    """Draw one object centred at ``pose = (cx, cy, angle)`` with its shadow; its box, or ``None`` if rejected
-    (mostly outside the image, too thin, or too close to a placed object)."""
+    """Draw one object centred at ``pose = (cx, cy, angle)`` with its shadow and record it in ``canvas``; its box, or
+    ``None`` if rejected (mostly outside the image, too thin, or too close to a placed object)."""
     cx, cy, angle = pose
     size = ctx.size
-    side = int(math.ceil(1.2 * length)) + 2 * (shadow.off + 3)  # the patch holds the object, rotated, and its shadow
+    side = int(math.ceil(1.2 * length)) + 2 * (canvas.shadow_off + 3)  # the patch holds the object, rotated, + shadow
     painter = _Painter(side)
     draw(ctx, painter, length, angle)
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
@@ -540,25 +516,48 @@ def _draw_object(
     if ix0 >= ix1 or iy0 >= iy1:
         return None
     local = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))  # the part of the patch inside the image
-    vis = painter.mask[local] > 0
-    area = int(np.count_nonzero(painter.mask))
+    mask = painter.rgba[..., 3]  # coverage
+    vis = mask[local] > 0
+    area = int(np.count_nonzero(mask))
     if area == 0 or np.count_nonzero(vis) < MIN_VISIBLE * area:
         return None
     cols, rows = np.flatnonzero(vis.any(0)), np.flatnonzero(vis.any(1))
     box = (ix0 + int(cols[0]), iy0 + int(rows[0]), ix0 + int(cols[-1]) + 1, iy0 + int(rows[-1]) + 1)
-    if box[2] - box[0] < MIN_BOX_SIDE or box[3] - box[1] < MIN_BOX_SIDE or _overlaps(box, placed, gap):
+    if box[2] - box[0] < MIN_BOX_SIDE or box[3] - box[1] < MIN_BOX_SIDE or _overlaps(box, canvas.placed, canvas.gap):
         return None
-    full = painter.mask > 0
-    dark = np.roll(full, shadow.shift, axis=(1, 0)) & ~full
-    region = img[iy0:iy1, ix0:ix1]
-    region[dark[local]] *= shadow.shade
-    region[vis] = painter.rgb[local][vis]
+    full = mask > 0
+    dark = np.roll(full, canvas.shadow_shift, axis=(1, 0)) & ~full
+    region = canvas.img[iy0:iy1, ix0:ix1]
+    region[dark[local]] *= canvas.shade
+    region[vis] = painter.rgba[..., :3][local][vis]
+    canvas.owner[iy0:iy1, ix0:ix1][vis] = len(canvas.placed)
+    canvas.placed.append(box)
     return box
 
 
+def _lights(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random lights, ``(n, 3)``: an illumination times a per-channel colour cast each."""
+    return rng.uniform(*REGION_GAIN, (n, 1)) * rng.uniform(*REGION_CAST, (n, 3))
+
+
+class Scene(NamedTuple):
+    """One drawn scene and what it was drawn with (the fields after ``boxes`` are for tests and diagnostics)."""
+
+    image: np.ndarray  # (H, W, 3) BGR uint8
+    boxes: np.ndarray  # (n, 5) int64 rows [cls, x0, y0, x1, y1], pixel edges, x1/y1 exclusive
+    owner: np.ndarray  # (H, W) int16: row of ``boxes`` drawn at each pixel, -1 where none
+    label: np.ndarray  # (H, W) uint8: region index of each pixel
+    region_lights: np.ndarray  # (n_regions, 3) float: each region's light (its objects' too with "region")
+
+
 def draw_scene(
-    rng: np.random.Generator, size: int, n_classes: int, objects_per_image: Tuple[int, int], object_scale: float
-) -> Tuple[np.ndarray, np.ndarray]:
+    rng: np.random.Generator,
+    size: int,
+    n_classes: int,
+    objects_per_image: Tuple[int, int],
+    object_scale: float,
+    appearance: str = APPEARANCES[0],
+) -> Scene:
     """Draw one scene.
 
     Args:
@@ -567,23 +566,33 @@ def draw_scene(
         n_classes: Draw objects of the first ``n_classes`` of :data:`CLASS_NAMES`.
         objects_per_image: Inclusive ``(min, max)`` number of objects to try to place.
         object_scale: Multiplier on all object sizes.
+        appearance: ``"region"``: objects are lit by the region they are in; ``"uniform"``: each by its own light,
+            independent of the regions (the module docstring says what stays the same).
 
     Returns:
-        ``(image, boxes)``: a BGR ``uint8`` array of shape ``(size, size, 3)`` and an ``int64`` array of shape
-        ``(n, 5)`` with rows ``[cls, x0, y0, x1, y1]`` (pixel edges, ``x1``/``y1`` exclusive).
+        The :class:`Scene`: a BGR ``uint8`` image of shape ``(size, size, 3)``, the ``(n, 5)`` boxes, the object
+        and region maps and the region lights.
+
+    Raises:
+        ValueError: If ``appearance`` is not one of :data:`APPEARANCES`.
     """
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}, got {appearance!r}")
     ctx = _Ctx(rng, size)
     reg = _make_regions(ctx)
     img = _background(ctx, reg)
     _clutter(ctx, img)
     n_obj = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
-    boxes = _place_objects(ctx, img, reg, n_classes, n_obj, object_scale)
+    boxes, owner = _place_objects(ctx, img, reg, n_classes, n_obj, object_scale)
     # Region-dependent illumination and colour cast, applied after the objects: appearance depends on the region.
-    n_reg = len(reg.types)
-    gains = rng.uniform(*REGION_GAIN, (n_reg, 1)) * rng.uniform(*REGION_CAST, (n_reg, 3))
-    img *= cv2.GaussianBlur(reg.lookup(gains), (0, 0), LIGHT_EDGE_SIGMA * ctx.s)
-    img = cv2.GaussianBlur(img, (0, 0), CAMERA_BLUR_SIGMA)
+    region_lights = _lights(rng, len(reg.types))
     noise = (rng.random((ctx.size, ctx.size), dtype=np.float32) - np.float32(0.5)) * np.float32(SENSOR_NOISE)
+    light = cv2.GaussianBlur(reg.lookup(region_lights), (0, 0), LIGHT_EDGE_SIGMA * ctx.s)
+    if appearance == "uniform":  # drawn last, so that every other draw and pixel is the same as with "region"
+        drawn = owner >= 0
+        light[drawn] = _lights(rng, len(boxes))[owner[drawn]]
+    img *= light
+    img = cv2.GaussianBlur(img, (0, 0), CAMERA_BLUR_SIGMA)
     img += cv2.merge([noise, noise, noise])
     out = cv2.cvtColor(np.clip(img + np.float32(0.5), 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)  # round to uint8
-    return out, np.asarray(boxes, np.int64).reshape(-1, 5)
+    return Scene(out, np.asarray(boxes, np.int64).reshape(-1, 5), owner, reg.label, region_lights)

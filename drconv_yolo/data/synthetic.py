@@ -8,6 +8,14 @@ intra-class variation in size, aspect, colour and rotation. Vehicles prefer road
 bands; every region has its own illumination and colour cast, applied after the objects are drawn, so an object's
 appearance and contrast depend on the region it is in - the situation a region-aware convolution is designed for.
 
+``appearance="uniform"`` (CLI ``--appearance uniform``) writes the control set: each object is lit by its own
+light, drawn from the same distribution as a region's light but independent of the region it is in (and of every
+other region). For the same seed and options it has the same backgrounds, layout, classes, boxes, label and COCO
+files as the default set; only the objects' pixels (and, through the camera blur, a pixel or two around them)
+differ. Shadows, the placement preferences and the vehicles' alignment with road bands stay region-dependent: they
+are context and pose, not the lighting of the object itself (see :mod:`drconv_yolo.data.scene`). If a region-aware
+model gains as much on the control set as on the default one, its gain does not come from region-dependent looks.
+
 Layout written under ``root`` (the same convention as the prepared real datasets)::
 
     root/images/{train,val}/000001.jpg ...       JPEG, quality 95
@@ -50,9 +58,10 @@ from ..io import (
     write_gt_json,
     write_yolo_labels,
 )
-from .scene import CLASS_NAMES, draw_scene
+from .scene import APPEARANCES, CLASS_NAMES, draw_scene
 
 __all__ = [
+    "APPEARANCES",
     "CLASS_NAMES",
     "IMGSZ_RANGE",
     "OBJECT_SCALE_RANGE",
@@ -70,6 +79,7 @@ META_FILE = "synthetic.json"
 YAML_NAME = "synthetic"
 YAML_FILE = f"{YAML_NAME}.yaml"
 YAML_COMMENT = "Synthetic aerial-scene detection dataset written by drconv_yolo.data.synthetic"
+UNIFORM_COMMENT = "appearance: uniform - control set: objects lit independently of the region they are in"
 JPEG_QUALITY = 95
 META_INDENT = 2
 SPLITS = ("train", "val")
@@ -95,6 +105,8 @@ class SyntheticConfig:
         n_classes: Number of classes, the first ``n_classes`` of :data:`CLASS_NAMES` (1-8).
         objects_per_image: Inclusive ``(min, max)`` number of objects drawn per image.
         object_scale: Multiplier on all object sizes (1.0: box sides about 6-48 px, median 23, at imgsz 256).
+        appearance: ``"region"`` (objects lit by the region they are in) or ``"uniform"`` (the control set: lit
+            independently of it; same layout and labels for the same seed).
     """
 
     n_train: int = 200
@@ -104,6 +116,7 @@ class SyntheticConfig:
     n_classes: int = 5
     objects_per_image: Tuple[int, int] = (6, 20)
     object_scale: float = 1.0
+    appearance: str = APPEARANCES[0]
 
     def __post_init__(self) -> None:
         """Normalise types and validate ranges.
@@ -133,15 +146,26 @@ class SyntheticConfig:
                 f"object_scale must be in [{OBJECT_SCALE_RANGE[0]:g}, {OBJECT_SCALE_RANGE[1]:g}], got "
                 f"{self.object_scale}"
             )
+        if self.appearance not in APPEARANCES:
+            raise DataError(f"appearance must be one of {', '.join(APPEARANCES)}, got {self.appearance!r}")
 
     @property
     def names(self) -> List[str]:
         """Class names in class-index order."""
         return list(CLASS_NAMES[: self.n_classes])
 
+    @property
+    def comment(self) -> str:
+        """The dataset YAML's comment lines."""
+        return YAML_COMMENT if self.appearance == APPEARANCES[0] else f"{YAML_COMMENT}\n{UNIFORM_COMMENT}"
+
     def to_dict(self) -> Dict[str, Any]:
-        """Return the parameters as a JSON-compatible dict (the cache key)."""
-        return {
+        """Return the parameters as a JSON-compatible dict (the cache key).
+
+        ``appearance`` is left out when it is the default, so that sets written before the option existed (same
+        content) keep their metadata and cache key; :func:`_cache_key` puts the default back when comparing.
+        """
+        params: Dict[str, Any] = {
             "n_train": self.n_train,
             "n_val": self.n_val,
             "imgsz": self.imgsz,
@@ -150,6 +174,9 @@ class SyntheticConfig:
             "objects_per_image": list(self.objects_per_image),
             "object_scale": self.object_scale,
         }
+        if self.appearance != APPEARANCES[0]:
+            params["appearance"] = self.appearance
+        return params
 
 
 def render_image(cfg: SyntheticConfig, split: str, index: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -168,7 +195,8 @@ def render_image(cfg: SyntheticConfig, split: str, index: int) -> Tuple[np.ndarr
         ``(n, 5)`` with rows ``[cls, x0, y0, x1, y1]`` (pixel edges, ``x1``/``y1`` exclusive).
     """
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, SPLITS.index(split), index]))
-    return draw_scene(rng, cfg.imgsz, cfg.n_classes, cfg.objects_per_image, cfg.object_scale)
+    scene = draw_scene(rng, cfg.imgsz, cfg.n_classes, cfg.objects_per_image, cfg.object_scale, cfg.appearance)
+    return scene.image, scene.boxes
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -181,14 +209,19 @@ def _read_meta(root: Path) -> Dict[str, Any] | None:
         return None
 
 
-def _refresh_yaml(root: Path, names: List[str]) -> None:
+def _refresh_yaml(root: Path, cfg: SyntheticConfig) -> None:
     """Rewrite the YAML if the dataset was moved (its absolute ``path`` is stale)."""
     try:
-        if (root / YAML_FILE).read_text(encoding="utf-8") == dataset_yaml_text(root, names, YAML_COMMENT):
+        if (root / YAML_FILE).read_text(encoding="utf-8") == dataset_yaml_text(root, cfg.names, cfg.comment):
             return
     except OSError:
         pass
-    write_dataset_yaml(root, YAML_NAME, names, YAML_COMMENT)
+    write_dataset_yaml(root, YAML_NAME, cfg.names, cfg.comment)
+
+
+def _cache_key(version: Any, params: Dict[str, Any]) -> Dict[str, Any]:
+    """What must match for a dataset on disk to be reused: the version and every parameter (defaults filled in)."""
+    return {"version": version, "appearance": APPEARANCES[0], **params}
 
 
 def _check_existing(root: Path, cfg: SyntheticConfig, overwrite: bool) -> bool | None:
@@ -209,8 +242,8 @@ def _check_existing(root: Path, cfg: SyntheticConfig, overwrite: bool) -> bool |
             f"{root} is a non-empty folder without {META_FILE}: not a synthetic dataset, refusing to touch it "
             "(even with overwrite); choose another folder"
         )
-    want = {"version": VERSION, **cfg.to_dict()}
-    have = {"version": meta.get("version"), **meta.get("params", {})}
+    want = _cache_key(VERSION, cfg.to_dict())
+    have = _cache_key(meta.get("version"), meta.get("params", {}))
     if have == want and (root / YAML_FILE).is_file():
         return True
     if overwrite:
@@ -250,7 +283,7 @@ def _build_split(tmp: Path, cfg: SyntheticConfig, split: str, count: int) -> int
 def _build(tmp: Path, root: Path, cfg: SyntheticConfig) -> int:
     """Write the whole dataset into ``tmp`` (YAML pointing at ``root``); return the number of objects."""
     n_objects = sum(_build_split(tmp, cfg, split, n) for split, n in zip(SPLITS, (cfg.n_train, cfg.n_val)))
-    write_dataset_yaml(tmp, YAML_NAME, cfg.names, YAML_COMMENT, root=root)
+    write_dataset_yaml(tmp, YAML_NAME, cfg.names, cfg.comment, root=root)
     meta = {
         "generator": "drconv_yolo.data.synthetic",
         "version": VERSION,
@@ -288,6 +321,7 @@ def generate(
     n_classes: int = SyntheticConfig.n_classes,
     objects_per_image: Tuple[int, int] = SyntheticConfig.objects_per_image,
     object_scale: float = SyntheticConfig.object_scale,
+    appearance: str = SyntheticConfig.appearance,
     overwrite: bool = False,
     verbose: bool = True,
 ) -> Path:
@@ -309,6 +343,8 @@ def generate(
             spot is found).
         object_scale: Multiplier on all object sizes (1.0: box sides about 6-48 px, median 23, at imgsz 256);
             larger is easier to learn.
+        appearance: ``"region"``: each object is lit by the region it is in (the default); ``"uniform"``: the
+            control set, each object lit independently of its region, with the same layout and labels.
         overwrite: Replace a synthetic dataset generated with different parameters. A non-empty folder that is not a
             synthetic dataset is never deleted.
         verbose: Print one line at start and one at the end.
@@ -321,11 +357,11 @@ def generate(
             false, or holds something that is not a synthetic dataset.
         DataError: If a parameter is out of range.
     """
-    cfg = SyntheticConfig(n_train, n_val, imgsz, seed, n_classes, tuple(objects_per_image), object_scale)
+    cfg = SyntheticConfig(n_train, n_val, imgsz, seed, n_classes, tuple(objects_per_image), object_scale, appearance)
     root = Path(root).expanduser().resolve()
     state = _check_existing(root, cfg, overwrite)
     if state is True:
-        _refresh_yaml(root, cfg.names)
+        _refresh_yaml(root, cfg)
         if verbose:
             print(f"synthetic: reusing {root} (same parameters, generator v{VERSION})", flush=True)
         return root / YAML_FILE
@@ -335,7 +371,7 @@ def generate(
     if verbose:
         print(
             f"synthetic: generating {cfg.n_train} train + {cfg.n_val} val images ({cfg.imgsz}px, {cfg.n_classes} "
-            f"classes, seed {cfg.seed}) -> {root}",
+            f"classes, seed {cfg.seed}, {cfg.appearance} appearance) -> {root}",
             flush=True,
         )
     try:
