@@ -26,6 +26,7 @@ zero-area boxes and boxes entirely outside the image are dropped with a warning 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import zipfile
 import zlib
@@ -370,7 +371,10 @@ def _place_image(
         return read_image_size(target)
     except DataError as e:
         remove_tree(target)
-        summary.warnings.append(f"{source.label(source.images[name])}: not a readable image ({e.__cause__}), skipped")
+        label = source.label(source.images[name])
+        # PIL names the file it opened, the placed copy in the work folder: name the source instead
+        detail = re.sub(r"'[^']*" + re.escape(target.name) + "'", repr(label), str(e.__cause__))
+        summary.warnings.append(f"{label}: not a readable image ({detail}), skipped")
         stats.count(SKIPPED_IMAGES)
         return None
 
