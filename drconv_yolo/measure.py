@@ -8,23 +8,28 @@ the process's peak resident set size. :func:`environment` describes what the fig
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 __all__ = [
+    "BUSY_LOOP",
     "MIB",
+    "busy_processes",
     "cuda_peak_mb",
     "environment",
     "forward_latency",
+    "gflops",
     "median_ms",
     "peak_mb",
     "peak_rss_mb",
@@ -35,6 +40,33 @@ __all__ = [
 
 MIB = 2**20
 LATENCY_PERCENTILE = 0.9  # the tail figure reported next to the median
+BUSY_LOOP = "# drconv-yolo busy loop\nwhile True: pass"  # a process that holds one core; the comment names it
+BUSY_STOP_S = 5.0  # how long a busy process may take to die after SIGKILL
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list]:
+    """Run ``n`` background processes that each keep one core busy while inside; they are always killed on exit.
+
+    Reproduces a machine where something else runs (a data loader, a second job): the contention a benchmark's
+    ``--busy N`` measures.
+
+    Args:
+        n: Number of busy processes (0: none).
+
+    Yields:
+        The processes (``subprocess.Popen``).
+    """
+    procs: list = []
+    try:
+        for _ in range(max(0, int(n))):
+            procs.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(timeout=BUSY_STOP_S)
 
 
 def sync(device: torch.device) -> None:
@@ -107,6 +139,28 @@ def forward_latency(
         "runs": runs,
         "warmup": warmup,
     }
+
+
+def gflops(model: torch.nn.Module, imgsz: int) -> tuple[float | None, str | None]:
+    """GFLOPs of ``model`` at ``imgsz`` from Ultralytics' counter, or None and why (it returns 0 when it cannot count).
+
+    Args:
+        model: The (fused) model.
+        imgsz: Square input size.
+
+    Returns:
+        ``(GFLOPs, None)``, or ``(None, reason)`` when there is no figure.
+    """
+    import importlib.util
+
+    from ultralytics.utils.torch_utils import get_flops
+
+    if importlib.util.find_spec("thop") is None:
+        return None, "thop is not installed (pip install ultralytics-thop)"
+    value = float(get_flops(model, imgsz))
+    if value <= 0:
+        return None, "Ultralytics' FLOP counter returned 0 (its profiling of this model failed)"
+    return value, None
 
 
 def reset_cuda_peak(device: torch.device) -> int:

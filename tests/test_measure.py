@@ -11,3 +11,15 @@ def test_median_ms_times_functions_round_robin_after_warmup():
     times = measure.median_ms(fns, torch.device("cpu"), repeats=3, warmup=2)
     assert calls == ["conv"] * 2 + ["fast"] * 2 + ["ref"] * 2 + ["conv", "fast", "ref"] * 3
     assert set(times) == {"conv", "fast", "ref"} and all(t >= 0 for t in times.values())
+
+
+def test_busy_processes_are_killed_even_when_the_measurement_fails():
+    import pytest
+
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        with measure.busy_processes(2) as procs:
+            assert len(procs) == 2 and all(p.poll() is None for p in procs)
+            raise RuntimeError("measurement failed")
+    assert all(p.poll() is not None for p in procs)  # killed and reaped
+    with measure.busy_processes(0) as none:
+        assert none == []

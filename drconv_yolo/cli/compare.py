@@ -6,9 +6,11 @@ The options ``compare`` shares with ``demo`` are defined here once (:func:`add_r
 from __future__ import annotations
 
 import argparse
-from typing import Any, List
+import sys
+from typing import Any, Callable, List
 
 from ..experiment import CompareSettings, compare, parse_overrides
+from ..experiment.process import Terminated
 from .options import HelpFormatter, parse
 
 DEFAULTS = CompareSettings  # the dataclass's field defaults are the options' defaults
@@ -17,7 +19,8 @@ DESCRIPTION = (
     "Train every model x seed with identical Ultralytics arguments (only the model differs), evaluate best.pt "
     "(Ultralytics mAP + pycocotools), measure params, GFLOPs, latency, throughput, wall time and peak memory, and "
     "write OUT/report.md, results.csv, results.json and plots. Finished runs are reused when run again with the same "
-    "--out; interrupted ones are trained again. Any further Ultralytics train argument can be given as key=value "
+    "--out and the same data (a changed image list or label is refused); interrupted ones are trained again. One "
+    "compare at a time may write an --out. Any further Ultralytics train argument can be given as key=value "
     "(e.g. optimizer=SGD lr0=0.01 mosaic=0); it applies to every run."
 )
 EPILOG = (
@@ -56,6 +59,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def until_terminated(name: str, call: Callable[[], Any]) -> int:
+    """Run a comparison; on SIGTERM/SIGHUP (its worker already stopped) print one line and return 128 + the signal."""
+    try:
+        call()
+    except Terminated as e:
+        print(f"drconv-yolo {name}: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
 def run_options(args: argparse.Namespace, name: str, argv: List[str]) -> dict[str, Any]:
     """The :class:`CompareSettings` fields of :func:`add_run_options`' options, plus the command line as typed."""
     return {**{key: getattr(args, key) for key in RUN_FIELDS}, "command": " ".join(["drconv-yolo", name, *argv])}
@@ -66,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drconv-yolo compare", usage=USAGE, description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
     )
-    p.add_argument("--data", required=True, help="dataset YAML (its annotations/instances_<split>.json is the GT)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="any Ultralytics detection data YAML (folders or .txt lists, boxes or polygons; no JSON needed)",
+    )
     p.add_argument(
         "--models",
         nargs="+",
@@ -86,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=DEFAULTS.batch, help="train and evaluation batch size")
     p.add_argument("--out", default=DEFAULTS.out, help="output folder (reused runs are found here)")
     p.add_argument("--split", default=DEFAULTS.split, help="split evaluated after training")
-    p.add_argument("--gt", help="ground-truth JSON (default <dataset>/annotations/instances_<split>.json)")
+    p.add_argument(
+        "--gt",
+        help="ground-truth JSON (default <dataset>/annotations/instances_<split>.json if prepared, else built from "
+        "the split's YOLO labels into OUT/ground_truth)",
+    )
     add_run_options(p)
     return p
 
@@ -95,5 +116,5 @@ def run(argv: List[str]) -> int:
     """``drconv-yolo compare ...``; returns the exit code (user errors propagate to the dispatcher)."""
     args, extra = parse(build_parser(), argv, allow_extra=True)
     fields = {key: getattr(args, key) for key in COMPARE_FIELDS}
-    compare(CompareSettings(**fields, overrides=parse_overrides(extra), **run_options(args, "compare", argv)))
-    return 0
+    settings = CompareSettings(**fields, overrides=parse_overrides(extra), **run_options(args, "compare", argv))
+    return until_terminated("compare", lambda: compare(settings))

@@ -6,7 +6,7 @@ import argparse
 from typing import List
 
 from ..experiment import DEMO_PROFILES, DEMO_TRAIN, demo, demo_profile, parse_overrides
-from .compare import add_run_options, run_options
+from .compare import add_run_options, run_options, until_terminated
 from .options import HelpFormatter, parse
 
 USAGE = "drconv-yolo demo [--quick] [--out DIR] [--device DEV] [options] [key=value ...]"
@@ -42,5 +42,5 @@ def run(argv: List[str]) -> int:
     """``drconv-yolo demo ...``; returns the exit code (user errors propagate to the dispatcher)."""
     args, extra = parse(build_parser(), argv, allow_extra=True)
     profile = demo_profile(args.quick, args.out, args.data_dir, **{key: getattr(args, key) for key in PROFILE_FIELDS})
-    demo(profile, overrides=parse_overrides(extra), **run_options(args, "demo", argv))
-    return 0
+    overrides = parse_overrides(extra)
+    return until_terminated("demo", lambda: demo(profile, overrides=overrides, **run_options(args, "demo", argv)))

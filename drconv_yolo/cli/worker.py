@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import List
 
+from ..experiment.process import watch_parent
 from ..experiment.worker import run_spec_file
 from .options import HelpFormatter, parse
 
@@ -17,11 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", type=Path, help="spec.json written by compare")
     p.add_argument("--n-train", type=int, default=None, help="training images (DDP throughput fallback)")
+    p.add_argument("--parent-pid", type=int, default=None, help="the compare process: exit as soon as it is gone")
     return p
 
 
 def run(argv: List[str]) -> int:
-    """Run the spec; returns the exit code."""
+    """Run the spec (ending early if the comparison that started it dies); returns the exit code."""
     args, _ = parse(build_parser(), argv)
+    if args.parent_pid is not None:
+        watch_parent(args.parent_pid)
     run_spec_file(args.spec, args.n_train)
     return 0

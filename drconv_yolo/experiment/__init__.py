@@ -4,7 +4,9 @@
 * :mod:`~.plan`: the checked plan, one :class:`RunSpec` per arm x seed, and which runs are finished.
 * :mod:`~.worker`: one run (train, evaluate, measure), in a process of its own by default.
 * :mod:`~.run`: :func:`compare`, the orchestration: plan, run or reuse every run, write the report.
-* :mod:`~.report` and :mod:`~.plots`: statistics, tables, report.md, CSV, JSON and PNGs.
+* :mod:`~.process`: the worker dies with its comparison; one comparison at a time per output folder.
+* :mod:`~.report` and :mod:`~.plots`: statistics, tables, report.md, CSV, JSON and PNGs; :mod:`~.intervals`: the
+  paired confidence intervals (Student's t without SciPy).
 * :mod:`~.demo_profiles`: the built-in default, :func:`demo`, with its profiles and time model.
 """
 

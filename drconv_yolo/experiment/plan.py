@@ -1,13 +1,15 @@
 """The plan of a comparison: checked inputs, the arguments shared by every run, one :class:`RunSpec` per arm x seed.
 
 A run's folder is ``OUT/runs/<arm>/seed<k>``; its ``run.json`` (written last) marks it finished and records the
-settings it was made with, so a second invocation reuses it only when they match (:func:`run_state`).
+settings it was made with, the data included (the dataset's fingerprint and the ground truth's content), so a second
+invocation reuses it only when they match (:func:`run_state`): a changed label is a changed setting.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +19,11 @@ __all__ = ["RUN_FILE", "Plan", "RunSpec", "default_device", "first_device", "mak
 
 RUN_FILE = "run.json"  # a run's record, written last: its completion marker
 MAX_DIFFS_SHOWN = 6  # settings differences named when an earlier run conflicts
+SHORT_HASH = 12  # hex digits of a fingerprint shown in a message
+GT_CACHE = "ground_truth"  # OUT/ground_truth: ground truths built from a dataset's YOLO labels
+COMPARED = ("model", "train", "eval", "measure", "data")  # RunSpec fields a reused run must match
+# Where the ground truth lies is not compared (a built one moves with OUT); its content is (data.gt_sha256).
+NOT_COMPARED = {"eval": ("gt_json",), "data": ("gt",)}
 # Fixed for every run so arms differ by the model only: reproducible training, no Ultralytics plots.
 FIXED_TRAIN = {"deterministic": True, "plots": False, "val": True}
 
@@ -35,6 +42,9 @@ class RunSpec:
         train: Ultralytics train arguments (without project/name/exist_ok).
         eval: :func:`drconv_yolo.evaluation.evaluate` arguments.
         measure: ``latency_runs``, ``latency_warmup``, ``device`` (single device for latency).
+        data: What the run was trained and scored on: ``fingerprint`` (the dataset's train and evaluated splits),
+            ``gt_sha256`` (the ground-truth JSON's content) and ``gt`` (its provenance,
+            :meth:`~drconv_yolo.data.yolo.GroundTruth.to_dict`).
     """
 
     index: int
@@ -46,6 +56,7 @@ class RunSpec:
     train: dict
     eval: dict
     measure: dict
+    data: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -53,8 +64,16 @@ class RunSpec:
         return f"[run {self.index}/{self.total}] {self.arm} seed {self.seed}"
 
     def settings(self) -> dict[str, Any]:
-        """What must match for a finished run to be reused."""
-        return {"model": self.model, "train": self.train, "eval": self.eval, "measure": self.measure}
+        """What must match for a finished run to be reused (as JSON stores it: tuples become lists)."""
+        return comparable({k: getattr(self, k) for k in COMPARED})
+
+
+def comparable(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a run's spec (a :class:`RunSpec`'s fields, or ``run.json``'s ``spec``) that reuse compares."""
+    out = json.loads(json.dumps({k: spec.get(k) for k in COMPARED}))
+    for key, left_out in NOT_COMPARED.items():
+        out[key] = {k: v for k, v in (out[key] or {}).items() if k not in left_out}
+    return out
 
 
 def first_device(device: str) -> str:
@@ -77,6 +96,7 @@ def plan_runs(
     evaluation: Mapping[str, Any],
     measure: Mapping[str, Any],
     out: Path,
+    data: Mapping[str, Any] | None = None,
 ) -> list[RunSpec]:
     """One :class:`RunSpec` per seed x arm, seed-major (both arms of seed 0 first: a partial result is paired).
 
@@ -88,6 +108,7 @@ def plan_runs(
         evaluation: Evaluation arguments.
         measure: Measurement arguments.
         out: Output folder.
+        data: The dataset's fingerprint and ground truth (:attr:`RunSpec.data`).
 
     Returns:
         The runs in execution order.
@@ -107,6 +128,7 @@ def plan_runs(
                     train={**train, "seed": int(seed)},
                     eval=dict(evaluation),
                     measure=dict(measure),
+                    data=dict(data or {}),
                 )
             )
     return runs
@@ -131,7 +153,9 @@ class Plan:
         """The ``settings`` section of ``results.json``."""
         return {
             "data": self.data.yaml,
+            "data_fingerprint": self.data.fingerprint,
             "gt_json": self.data.gt_json,
+            "ground_truth": self.data.gt.to_dict(),
             "split": self.data.split,
             "n_train": self.data.n_train,
             "n_eval": self.data.n_val,
@@ -152,7 +176,7 @@ class Plan:
         return (
             f"compare: {len(names)} arms ({', '.join(names)}; baseline {names[0]}) x {len(s.seeds)} seeds "
             f"= {len(self.runs)} runs, {s.epochs} epochs at {s.imgsz} px on {self.device}, {self.data.n_train} train "
-            f"/ {self.data.n_val} {s.split} images -> {self.out}"
+            f"/ {self.data.n_val} {s.split} images -> {self.out}\ncompare: ground truth: {self.data.gt.describe()}"
         )
 
 
@@ -167,13 +191,16 @@ def make_plan(settings: CompareSettings) -> Plan:
 
     Raises:
         CompareError: For a bad setting, a missing model, dataset or ground truth.
+        UserError: For a dataset or ground truth that does not match (:func:`check_data`).
+
+    A dataset without a given or prepared ground truth has one built into ``OUT/ground_truth`` here.
     """
     settings.validate()
     models = [check_model(m) for m in settings.models]
-    data = check_data(settings.data, settings.split, settings.gt)
+    out = Path(settings.out).expanduser().resolve()
+    data = check_data(settings.data, settings.split, settings.gt, cache_dir=out / GT_CACHE)
     names = arm_names(settings.models)
     device = str(settings.device) if settings.device not in (None, "") else default_device()
-    out = Path(settings.out).expanduser().resolve()
     train = {
         "data": data.yaml,
         "epochs": int(settings.epochs),
@@ -195,7 +222,12 @@ def make_plan(settings: CompareSettings) -> Plan:
         "latency_warmup": int(settings.latency_warmup),
         "device": first_device(device),
     }
-    runs = plan_runs(models, names, settings.seeds, train, evaluation, measure, out)
+    trained_on = {
+        "fingerprint": data.fingerprint,
+        "gt_sha256": hashlib.sha256(data.gt.path.read_bytes()).hexdigest(),
+        "gt": data.gt.to_dict(),
+    }
+    runs = plan_runs(models, names, settings.seeds, train, evaluation, measure, out, trained_on)
     return Plan(settings, models, names, data, device, out, train, evaluation, measure, runs)
 
 
@@ -211,11 +243,23 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> l
     return out
 
 
+def _explain(diff: Sequence[str], spec: RunSpec) -> list[str]:
+    """The differences with the dataset's named once, in words, instead of two hashes."""
+    data = [d for d in diff if d.startswith("data.")]
+    if not data:
+        return list(diff)
+    what = "images or labels" if any(d.startswith("data.fingerprint") for d in data) else "ground truth"
+    short = spec.data.get("fingerprint", "")[:SHORT_HASH]
+    line = f"dataset {spec.train.get('data')}: its {what} changed (fingerprint now {short}...)"
+    return [line, *(d for d in diff if not d.startswith("data."))]
+
+
 def run_state(spec: RunSpec) -> str:
     """``"done"`` (``run.json`` with the same settings), ``"partial"`` (folder without it) or ``"new"``.
 
     Raises:
-        CompareError: If ``run.json`` records other settings (another experiment in the same folder).
+        CompareError: If ``run.json`` records other settings (another experiment in the same folder, or the same
+            experiment on a dataset whose images, labels or ground truth changed since).
     """
     run_dir = Path(spec.run_dir)
     record = run_dir / RUN_FILE
@@ -224,8 +268,7 @@ def run_state(spec: RunSpec) -> str:
             old = json.loads(record.read_text(encoding="utf-8"))["spec"]
         except (OSError, ValueError, KeyError):
             return "partial"
-        old_settings = {k: old.get(k) for k in ("model", "train", "eval", "measure")}
-        diff = _diff(old_settings, json.loads(json.dumps(spec.settings())))  # as JSON would store it: tuples -> lists
+        diff = _explain(_diff(comparable(old), spec.settings()), spec)
         if diff:
             raise CompareError(
                 f"{run_dir} holds a finished run made with other settings ({'; '.join(diff[:MAX_DIFFS_SHOWN])}); "

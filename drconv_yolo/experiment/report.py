@@ -6,7 +6,10 @@ Input: the run records written by :mod:`drconv_yolo.experiment.worker` (``run.js
 
 Statistics: per arm, the mean and sample standard deviation (``ddof=1``; none with one seed) over seeds. Delta to the
 baseline (the first arm): paired by seed, ``mean_s(arm_s - baseline_s) ± std_s(arm_s - baseline_s)`` over the seeds
-both arms finished; ``rel`` is the mean delta relative to the baseline's mean on those seeds.
+both arms finished; ``rel`` is the mean delta relative to the baseline's mean on those seeds; ``ci95`` the paired-t 95%
+confidence interval of the mean delta (:mod:`~drconv_yolo.experiment.intervals`; none with one seed). An arm whose
+mean parameters or GFLOPs differ from the baseline's by more than :data:`COST_MATCH_TOLERANCE` is flagged as not
+cost-matched: its accuracy difference may come from its size, not from its design.
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
+from .intervals import CONFIDENCE, paired_interval
+
 __all__ = [
     "BY_KEY",
     "FILES",
     "METRICS",
     "Metric",
     "build_results",
+    "cost_match",
     "console_summary",
     "csv_text",
     "deltas",
     "fmt_delta",
+    "fmt_interval",
     "fmt_mean_std",
     "markdown_report",
     "stats",
@@ -89,6 +96,10 @@ METRICS = (
     Metric("peak_mem_MB", "peak memory", "MB", 1.0, 0, "cost"),
 )
 BY_KEY = {m.key: m for m in METRICS}
+COST_MATCH_TOLERANCE = 0.10  # relative difference in params or GFLOPs beyond which an arm is not cost-matched
+COST_MATCH_KEYS = ("params", "GFLOPs")
+NOTED_KEYS = ("GFLOPs",)  # metrics a run may lack with a reason in its record's notes
+HEADLINE_METRIC = "mAP50-95"  # whose confidence interval the console summary prints
 SETTINGS_INDENT = 1  # of the JSON blocks in report.md
 
 
@@ -178,9 +189,43 @@ def deltas(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> dict[st
             out[arm][m.key] = {
                 **d,
                 "rel": rel,
+                "ci95": paired_interval([a - b for a, b in pairs.values()], CONFIDENCE),
                 "seeds": sorted(pairs),
                 "values": {str(s): a - b for s, (a, b) in pairs.items()},
             }
+    return out
+
+
+def cost_match(summary: Mapping[str, Any], arms: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per arm but the baseline: relative difference of its mean params and GFLOPs to the baseline's, and a flag.
+
+    Args:
+        summary: :func:`summarize` output.
+        arms: Arm order; ``arms[0]`` is the baseline.
+
+    Returns:
+        ``{arm: {"params": rel | None, "GFLOPs": rel | None, "matched": bool | None}}``: ``matched`` is False when a
+        figure differs by more than :data:`COST_MATCH_TOLERANCE`, None when neither could be compared.
+    """
+    out = {}
+    for arm in arms[1:]:
+        rel = {}
+        for key in COST_MATCH_KEYS:
+            base, value = summary[arms[0]][key]["mean"], summary[arm][key]["mean"]
+            rel[key] = (value - base) / base if base and value is not None else None
+        known = [abs(r) for r in rel.values() if r is not None]
+        out[arm] = {**rel, "matched": all(r <= COST_MATCH_TOLERANCE for r in known) if known else None}
+    return out
+
+
+def not_measured(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """``{arm: {metric key: why it has no value}}`` from the runs' notes (a GFLOPs count that was not possible)."""
+    out: dict[str, dict[str, str]] = {}
+    for r in records:
+        for key in NOTED_KEYS:
+            why = (r.get("notes") or {}).get(key)
+            if why and r["metrics"].get(key) is None:
+                out.setdefault(r["spec"]["arm"], {})[key] = why
     return out
 
 
@@ -210,24 +255,74 @@ def fmt_delta(d: Mapping[str, Any], m: Metric) -> str:
     return text + (f" ({d['rel'] * 100:+.1f}%)" if d.get("rel") is not None else "")
 
 
+def fmt_interval(d: Mapping[str, Any], m: Metric) -> str:
+    """``"+1.23 [+0.40, +2.06], excludes 0"``, ``"+1.23 [-0.40, +2.86]"``, or ``"+1.23, CI n/a (1 seed)"``."""
+    if d.get("mean") is None:
+        return "–"
+    ci = d.get("ci95") or {}
+    if ci.get("low") is None:
+        return f"{_num(d['mean'], m, sign=True)}, CI n/a ({d.get('n', 0)} seed)"
+    text = f"{_num(d['mean'], m, sign=True)} [{_num(ci['low'], m, sign=True)}, {_num(ci['high'], m, sign=True)}]"
+    return text + (", excludes 0" if ci["excludes_zero"] else "")
+
+
+def _or_reason(text: str, why: str | None) -> str:
+    """A missing figure (``"–"``) with the reason it is missing, when there is one."""
+    return f"n/a ({why})" if text == "–" and why else text
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def summary_table(summary: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
-    """Markdown rows: one per metric, one column per arm (mean ± std over seeds)."""
-    rows = ([m.header, *(fmt_mean_std(summary[a][m.key], m) for a in arms)] for m in METRICS)
+def summary_table(
+    summary: Mapping[str, Any], arms: Sequence[str], missing: Mapping[str, Mapping[str, str]] | None = None
+) -> list[str]:
+    """Markdown rows: one per metric, one column per arm (mean ± std over seeds; a missing figure with its reason)."""
+    missing = missing or {}
+    rows = (
+        [m.header, *(_or_reason(fmt_mean_std(summary[a][m.key], m), missing.get(a, {}).get(m.key)) for a in arms)]
+        for m in METRICS
+    )
     return _table(["metric", *arms], rows)
 
 
-def delta_table(summary: Mapping[str, Any], delta: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
-    """Markdown rows: one per metric: the baseline's mean ± std, then each arm's delta ± std of the delta."""
+def delta_table(
+    summary: Mapping[str, Any],
+    delta: Mapping[str, Any],
+    arms: Sequence[str],
+    missing: Mapping[str, Mapping[str, str]] | None = None,
+    fmt=None,
+) -> list[str]:
+    """Markdown rows: one per metric: the baseline's mean ± std, then each arm's delta (``fmt``, default
+    :func:`fmt_delta`: ± std of the delta); a missing figure with its reason."""
+    missing, fmt = missing or {}, fmt or fmt_delta
+
+    def why(arm: str, key: str) -> str | None:
+        return missing.get(arm, {}).get(key) or missing.get(arms[0], {}).get(key)
+
     rows = (
-        [m.header, fmt_mean_std(summary[arms[0]][m.key], m), *(fmt_delta(delta[a][m.key], m) for a in arms[1:])]
+        [
+            m.header,
+            _or_reason(fmt_mean_std(summary[arms[0]][m.key], m), why(arms[0], m.key)),
+            *(_or_reason(fmt(delta[a][m.key], m), why(a, m.key)) for a in arms[1:]),
+        ]
         for m in METRICS
     )
     return _table(["metric", f"{arms[0]} (baseline)", *(f"Δ {a}" for a in arms[1:])], rows)
+
+
+def cost_lines(match: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per arm: cost-matched or not, with its relative params and GFLOPs."""
+    lines = []
+    for arm, c in match.items():
+        parts = ", ".join(
+            f"{key} {c[key] * 100:+.1f}%" if c[key] is not None else f"{key} n/a" for key in COST_MATCH_KEYS
+        )
+        verdict = {True: "cost-matched", False: "**not cost-matched**", None: "cost match unknown"}[c["matched"]]
+        lines.append(f"- `{arm}`: {verdict} ({parts} vs the baseline; tolerance ±{COST_MATCH_TOLERANCE:.0%})")
+    return lines
 
 
 def per_seed_table(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> list[str]:
@@ -242,10 +337,16 @@ def per_seed_table(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) ->
                     arm,
                     str(seed),
                     str(r.get("epochs_completed", "")),
-                    *(_num(r["metrics"].get(m.key), m) for m in METRICS),
+                    *(_or_reason(_num(r["metrics"].get(m.key), m), (r.get("notes") or {}).get(m.key)) for m in METRICS),
                 ]
             )
     return _table(["arm", "seed", "epochs", *(m.header for m in METRICS)], rows)
+
+
+def _ground_truth(settings: Mapping[str, Any]) -> str:
+    """Where the ground truth came from (:meth:`~drconv_yolo.data.yolo.GroundTruth.describe`)."""
+    gt = settings.get("ground_truth") or {}
+    return gt.get("description") or f"`{settings['gt_json']}`"
 
 
 def _settings_lines(settings: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
@@ -256,7 +357,8 @@ def _settings_lines(settings: Mapping[str, Any], env: Mapping[str, Any]) -> list
         f"- command: `{settings.get('command') or '(API call)'}`",
         f"- data: `{settings['data']}` ({settings['n_train']} train images, {settings['n_eval']} "
         f"{settings['split']} images, {len(settings.get('classes') or [])} classes)",
-        f"- ground truth: `{settings['gt_json']}`",
+        f"- ground truth: {_ground_truth(settings)}",
+        f"- dataset fingerprint (train and evaluated split): `{settings.get('data_fingerprint', 'not recorded')}`",
         "- arms: "
         + ", ".join(f"`{a}` = `{m}`" for a, m in settings["arms"].items())
         + f"; baseline `{settings['baseline']}`",
@@ -289,7 +391,8 @@ NOTES = (
     "## What is measured",
     "",
     "- mAP50 / mAP50-95: Ultralytics' validator on `best.pt`; COCO AP…AR: pycocotools on the same predictions against "
-    "the prepared ground-truth JSON (AP and AR at maxDets = max_det). Percent.",
+    "the ground-truth JSON named under Settings (given, prepared with the dataset, or built from its YOLO labels; AP "
+    "and AR at maxDets = max_det). Percent.",
     "- params: the trained (unfused) model; GFLOPs: the fused model at the training image size (Ultralytics' thop "
     "counter, DRConv's dynamic conv, guide and filter generator counted).",
     "- latency b1: median of the timed batch-1 fp32 forward passes of the fused model on the first training device, "
@@ -301,6 +404,9 @@ NOTES = (
     "process's peak RSS on CPU).",
     "- mean ± sample std over seeds; Δ: mean ± std over seeds of the per-seed difference to the baseline trained "
     "with the same seed (percent: relative to the baseline's mean). Timings on a shared machine are noisy.",
+    '- 95% CI: paired t interval of the mean per-seed Δ (t quantile with seeds − 1 degrees of freedom); "excludes 0" '
+    "marks a difference the seeds resolve. With one seed there is no spread to build an interval from.",
+    f"- cost-matched: mean params and GFLOPs within ±{COST_MATCH_TOLERANCE:.0%} of the baseline's.",
 )
 
 
@@ -308,6 +414,7 @@ def markdown_report(results: Mapping[str, Any]) -> str:
     """The whole ``report.md`` text from ``results.json``'s content."""
     arms, settings, env = results["arms"], results["settings"], results["environment"]
     summary, delta, records = results["summary"], results["deltas"], results["runs"]
+    missing = results.get("not_measured", {})
     n_seeds = len(settings["seeds"])
     train = settings["train"]
     lines = [
@@ -316,13 +423,23 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         f"{len(records)} runs ({len(arms)} arms x {n_seeds} seeds), {train['epochs']} epochs at {train['imgsz']} px, "
         f"batch {train['batch']}, device `{env['device']}`; written {results['written']}.",
         "",
+        f"Ground truth: {_ground_truth(settings)}.",
+        "",
         f"## Summary (mean ± std over {n_seeds} seeds)",
         "",
-        *summary_table(summary, arms),
+        *summary_table(summary, arms, missing),
         "",
         f"## Δ to the baseline `{arms[0]}` (paired by seed: mean ± std of the per-seed differences)",
         "",
-        *delta_table(summary, delta, arms),
+        *delta_table(summary, delta, arms, missing),
+        "",
+        f"## Δ with its {CONFIDENCE:.0%} confidence interval (paired t over {n_seeds} seeds)",
+        "",
+        *delta_table(summary, delta, arms, missing, fmt=fmt_interval),
+        "",
+        "## Cost match",
+        "",
+        *cost_lines(results.get("cost_match", {})),
         "",
         "## Per-seed values",
         "",
@@ -350,10 +467,22 @@ def markdown_report(results: Mapping[str, Any]) -> str:
 
 
 def console_summary(results: Mapping[str, Any]) -> str:
-    """The delta table as printed at the end of a comparison."""
-    arms = results["arms"]
+    """What is printed at the end of a comparison: the ground truth, the delta table, intervals and cost match."""
+    arms, missing, key = results["arms"], results.get("not_measured", {}), HEADLINE_METRIC
     head = f"Comparison ({len(results['settings']['seeds'])} seeds; mean ± std, Δ paired by seed):"
-    return "\n".join([head, *delta_table(results["summary"], results["deltas"], arms)])
+    intervals = [
+        f"{key} Δ {a} with its {CONFIDENCE:.0%} CI: {fmt_interval(results['deltas'][a][key], BY_KEY[key])}"
+        for a in arms[1:]
+    ]
+    return "\n".join(
+        [
+            f"Ground truth: {_ground_truth(results['settings'])}",
+            head,
+            *delta_table(results["summary"], results["deltas"], arms, missing),
+            *intervals,
+            *(line.replace("**", "") for line in cost_lines(results.get("cost_match", {}))),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -392,11 +521,13 @@ def build_results(
         env: :func:`drconv_yolo.measure.environment`.
 
     Returns:
-        The results dict.
+        The results dict: ``written``, ``arms``, ``baseline``, ``settings``, ``environment``, ``metrics``, ``summary``,
+        ``deltas``, ``cost_match``, ``not_measured`` (``{arm: {metric: reason}}``), ``runs``.
     """
     arms = list(settings["arms"])
     order = {a: i for i, a in enumerate(arms)}
     runs = sorted(records, key=lambda r: (order.get(r["spec"]["arm"], len(arms)), int(r["spec"]["seed"])))
+    summary = summarize(runs, arms)
     return {
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "arms": arms,
@@ -407,7 +538,9 @@ def build_results(
             {"key": m.key, "label": m.label, "unit": m.unit, "scale": m.scale, "digits": m.digits, "kind": m.kind}
             for m in METRICS
         ],
-        "summary": summarize(runs, arms),
+        "summary": summary,
         "deltas": deltas(runs, arms),
+        "cost_match": cost_match(summary, arms),
+        "not_measured": not_measured(runs),
         "runs": runs,
     }

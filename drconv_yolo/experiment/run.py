@@ -12,8 +12,15 @@ Output folder::
     OUT/runs/<arm>/seed<k>/           Ultralytics' run folder: weights/best.pt, results.csv (per epoch), args.yaml
     OUT/runs/<arm>/seed<k>/eval/      the evaluation: coco_eval.json, predictions
     OUT/runs/<arm>/seed<k>/run.json   the run's record, written last: its completion marker
+    OUT/ground_truth/<key>/           a ground truth built from the dataset's YOLO labels (when none was given or
+                                      prepared), keyed by the dataset's fingerprint
+    OUT/.compare.lock                 held while a comparison writes OUT
 
-Resuming: a run whose ``run.json`` exists (with the same settings) is skipped; a run folder without it was
+Processes: one comparison at a time writes an output folder (``OUT/.compare.lock``); a worker never outlives its
+comparison, whichever way it ends (:mod:`~drconv_yolo.experiment.process`).
+
+Resuming: a run whose ``run.json`` exists (with the same settings, the same dataset fingerprint and ground-truth
+content included) is skipped; a run folder without it was
 interrupted and is deleted and trained again from scratch. A folder holding runs made with other settings is refused.
 """
 
@@ -21,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,6 +37,7 @@ from ..measure import environment
 from . import plots
 from . import report as rep
 from .plan import RUN_FILE, RunSpec, make_plan, run_state
+from .process import FolderLock, run_worker, termination_signals
 from .settings import CompareError, CompareSettings
 from .worker import run_one, worker_command, write_spec
 
@@ -44,7 +51,7 @@ def _launch(spec: RunSpec, n_train: int, in_process: bool) -> dict[str, Any]:
     if in_process:
         return run_one(spec, n_train, in_process=True)
     record = Path(spec.run_dir) / RUN_FILE
-    rc = subprocess.call(worker_command(write_spec(spec), n_train))
+    rc = run_worker(worker_command(write_spec(spec), n_train))
     if rc != 0 or not record.is_file():
         raise CompareError(
             f"{spec.label} failed (exit code {rc}); see the output above. The partial folder {spec.run_dir} is "
@@ -128,13 +135,16 @@ def compare(settings: CompareSettings) -> dict[str, Any]:
 
     Raises:
         CompareError: For a missing model, dataset or ground truth, a bad argument, or a conflicting earlier run
-            (all checked before any training) and for a failed run.
+            (all checked before any training), another comparison writing the same folder, and a failed run.
+        Terminated: On SIGTERM or SIGHUP, after the running worker was stopped (see
+            :mod:`~drconv_yolo.experiment.process`).
     """
     plan = make_plan(settings)
     print(plan.headline(), flush=True)
     t0 = time.perf_counter()
-    records, trained = _run_all(plan.runs, plan.data.n_train, settings.in_process)
-    results = write_report(plan.out, records, plan.describe(), environment(plan.device))
+    with FolderLock(plan.out), termination_signals():
+        records, trained = _run_all(plan.runs, plan.data.n_train, settings.in_process)
+        results = write_report(plan.out, records, plan.describe(), environment(plan.device))
     print(rep.console_summary(results), flush=True)
     print(
         f"compare: {trained} run(s) trained now, {len(plan.runs) - trained} reused, "

@@ -2,17 +2,20 @@
 
 The checks never download anything: a model is a local YAML or weights file or a config bundled with drconv-yolo or
 Ultralytics (looked up through Ultralytics, so DRConv must be registered: the command line registers, and so does
-the start-up hook when a library caller imports Ultralytics); a dataset is a local YAML whose ground-truth JSON the
-preparation step wrote beside it.
+the start-up hook when a library caller imports Ultralytics); a dataset is any local Ultralytics detection YAML, its
+ground truth given, prepared beside it, or built from its YOLO labels (:mod:`drconv_yolo.data.yolo`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..data.yolo import GroundTruth
 
 __all__ = [
     "DEFAULT_OUT",
@@ -49,7 +52,7 @@ class CompareSettings:
     """Everything :func:`drconv_yolo.experiment.compare` takes; the defaults are the command line's.
 
     Attributes:
-        data: Dataset YAML (with ``annotations/instances_<split>.json`` beside it, or ``gt``).
+        data: Any Ultralytics detection dataset YAML.
         models: Model YAMLs or weights; the first is the baseline.
         seeds: Training seeds (each arm trains once per seed).
         epochs: Training epochs.
@@ -61,7 +64,7 @@ class CompareSettings:
         overrides: Further Ultralytics train arguments, the same for every run.
         max_det: Detections per image for evaluation.
         split: Split evaluated.
-        gt: Ground-truth JSON (default beside the dataset).
+        gt: Ground-truth JSON (default: the prepared one beside the dataset, else built from the YOLO labels).
         latency_runs: Timed batch-1 forward passes (median reported).
         latency_warmup: Untimed passes before them.
         in_process: Train in this process instead of one subprocess per run.
@@ -166,72 +169,68 @@ def check_model(model: str) -> str:
 
 @dataclass
 class DataInfo:
-    """A checked dataset: its YAML, ground-truth JSON and image counts."""
+    """A checked dataset: its YAML, fingerprint, ground truth and image counts.
+
+    Attributes:
+        yaml: The data YAML (absolute).
+        split: The split evaluated.
+        n_train: Training images.
+        n_val: Images of the evaluated split.
+        names: Class names.
+        fingerprint: :func:`drconv_yolo.data.yolo.dataset_fingerprint` of the training and the evaluated split.
+        gt: The ground truth the evaluated split is scored against, with its provenance.
+    """
 
     yaml: str
-    gt_json: str
     split: str
     n_train: int
     n_val: int
-    names: list = field(default_factory=list)
+    names: list
+    fingerprint: str
+    gt: GroundTruth
+
+    @property
+    def gt_json(self) -> str:
+        """The ground-truth JSON's path."""
+        return str(self.gt.path)
 
 
-def _count_images(source: Any, root: Path) -> int:
-    """Images in an Ultralytics split entry: a folder, a ``.txt`` list, a single image, or a list of those."""
-    from ultralytics.data.utils import IMG_FORMATS
-
-    if isinstance(source, (list, tuple)):
-        return sum(_count_images(s, root) for s in source)
-    p = Path(str(source))
-    p = p if p.is_absolute() else root / p
-    if p.is_dir():
-        return sum(1 for f in p.rglob("*") if f.suffix[1:].lower() in IMG_FORMATS)
-    if p.suffix == ".txt" and p.is_file():
-        return sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
-    return int(p.is_file())
-
-
-def check_data(data: str, split: str = "val", gt: str | None = None) -> DataInfo:
-    """Check a detection dataset YAML and its ground-truth JSON without downloading anything.
+def check_data(data: str, split: str = "val", gt: str | None = None, cache_dir: str | Path | None = None) -> DataInfo:
+    """Check any Ultralytics detection dataset YAML and find, check or build its ground truth; nothing is downloaded.
 
     Args:
         data: Dataset YAML path.
         split: Split evaluated after training.
-        gt: Ground-truth JSON; default ``<dataset path>/annotations/instances_<split>.json``.
+        gt: Ground-truth JSON; default the prepared one beside the dataset, else one built from the split's YOLO
+            labels into ``cache_dir`` (:func:`drconv_yolo.data.yolo.resolve_ground_truth`).
+        cache_dir: Where a built ground truth is cached (the comparison's ``OUT/ground_truth``).
 
     Returns:
         The checked dataset.
 
     Raises:
-        CompareError: If the YAML, its images or the ground-truth JSON are missing.
+        UserError: If the YAML, a split or its images are missing, or a given or prepared ground truth does not
+            match the split (:class:`~drconv_yolo.io.DataError` and :class:`~drconv_yolo.io.DataNotFoundError`
+            name the file).
     """
-    from ultralytics.data.utils import check_det_dataset
+    from ..data.yolo import dataset_fingerprint, load_split, resolve_ground_truth
 
     path = Path(data).expanduser()
     if not path.is_file():
         raise CompareError(f"dataset YAML not found: {data}")
-    try:
-        info = check_det_dataset(str(path.resolve()), autodownload=False)
-    except (FileNotFoundError, SyntaxError, KeyError, ValueError) as e:
-        raise CompareError(f"dataset {data}: {e}") from None
-    if not info.get(split):
-        raise CompareError(f"dataset {data} has no '{split}:' split to evaluate")
-    root = Path(info["path"])
-    gt_path = Path(gt).expanduser().resolve() if gt else root / "annotations" / f"instances_{split}.json"
-    if not gt_path.is_file():
-        raise CompareError(
-            f"ground-truth JSON not found: {gt_path} (written by 'drconv-yolo prepare ...' next to the dataset; "
-            "or pass --gt PATH)"
-        )
-    names = info.get("names", {})
-    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    path = path.resolve()
+    if gt is not None and not Path(gt).expanduser().is_file():
+        raise CompareError(f"ground-truth JSON not found: {gt} (given with --gt)")
+    evaluated = load_split(path, split)
+    truth = resolve_ground_truth(path, split, Path(gt).expanduser().resolve() if gt else None, cache_dir)
     return DataInfo(
-        yaml=str(path.resolve()),
-        gt_json=str(gt_path),
+        yaml=str(path),
         split=split,
-        n_train=_count_images(info["train"], root),
-        n_val=_count_images(info[split], root),
-        names=names,
+        n_train=len(load_split(path, "train").images),
+        n_val=len(evaluated.images),
+        names=list(evaluated.names),
+        fingerprint=dataset_fingerprint(path, ("train", split)),
+        gt=truth,
     )
 
 

@@ -14,13 +14,16 @@ What is measured:
 * latency: the fused ``best.pt`` model, one ``(1, 3, imgsz, imgsz)`` input, fp32, untimed warm-up runs, then the
   median of the timed forward passes, on the first training device.
 * parameters of the trained (unfused) model; GFLOPs of the fused model at the training image size (Ultralytics'
-  thop counter, which counts the DRConv region-aware conv, its guide conv and filter generator).
+  thop counter, which counts the DRConv region-aware conv, its guide conv and filter generator); where it cannot
+  count (thop missing, or it returns 0) the figure is None and the record's ``notes.GFLOPs`` says why, never 0.
+* the worker watches its comparison and ends with it (:mod:`~drconv_yolo.experiment.process`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -31,7 +34,7 @@ from typing import Any, Mapping
 import torch
 
 from ..io import atomic_write_json
-from ..measure import cuda_peak_mb, forward_latency, peak_rss_mb, reset_cuda_peak
+from ..measure import cuda_peak_mb, forward_latency, gflops, peak_rss_mb, reset_cuda_peak
 from .plan import RUN_FILE, RunSpec
 
 __all__ = ["flat_metrics", "model_stats", "read_results_csv", "run_one", "run_spec_file", "worker_command"]
@@ -44,8 +47,11 @@ EVAL_KEYS = ("ultralytics", "pycocotools", "max_det", "warnings", "report")  # o
 
 
 def worker_command(spec_path: Path, n_train: int) -> list[str]:
-    """The command that runs one spec in a fresh process (served by ``drconv_yolo.cli.worker``)."""
-    return [sys.executable, "-m", "drconv_yolo.cli", "_worker", str(spec_path), "--n-train", str(n_train)]
+    """The command that runs one spec in a fresh process (served by ``drconv_yolo.cli.worker``), watching this one."""
+    return [
+        *(sys.executable, "-m", "drconv_yolo.cli", "_worker", str(spec_path)),
+        *("--n-train", str(n_train), "--parent-pid", str(os.getpid())),
+    ]
 
 
 def write_spec(spec: RunSpec) -> Path:
@@ -61,10 +67,10 @@ def model_stats(weights: str | Path, imgsz: int) -> tuple[Any, dict[str, Any]]:
         imgsz: Image size for the FLOP count.
 
     Returns:
-        ``(fused eval-mode model, {"params", "GFLOPs", "GFLOPs_640", "drconv_layers"})``.
+        ``(fused eval-mode model, {"params", "GFLOPs", "GFLOPs_640", "GFLOPs_note", "drconv_layers"})``; a GFLOPs
+        figure the counter could not give is None, ``GFLOPs_note`` says why (None when counted).
     """
     from ultralytics import YOLO
-    from ultralytics.utils.torch_utils import get_flops
 
     from ..modules import DRConv
 
@@ -72,10 +78,12 @@ def model_stats(weights: str | Path, imgsz: int) -> tuple[Any, dict[str, Any]]:
     params = sum(p.numel() for p in model.parameters())
     n_drconv = sum(isinstance(m, DRConv) for m in model.modules())
     model = model.fuse(verbose=False) if hasattr(model, "fuse") else model
+    at_imgsz, note = gflops(model, imgsz)
     stats = {
         "params": int(params),
-        "GFLOPs": float(get_flops(model, imgsz)),
-        f"GFLOPs_{FLOPS_REFERENCE_IMGSZ}": float(get_flops(model, FLOPS_REFERENCE_IMGSZ)),
+        "GFLOPs": at_imgsz,
+        f"GFLOPs_{FLOPS_REFERENCE_IMGSZ}": gflops(model, FLOPS_REFERENCE_IMGSZ)[0],
+        "GFLOPs_note": note,
         "drconv_layers": int(n_drconv),
     }
     return model, stats
@@ -287,7 +295,11 @@ def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False)
         "stats": stats,
         "latency": latency,
         "torch_threads": torch.get_num_threads(),
-        "notes": {"memory": train.get("memory_basis"), "throughput": train.get("throughput_basis")},
+        "notes": {
+            "memory": train.get("memory_basis"),
+            "throughput": train.get("throughput_basis"),
+            "GFLOPs": stats["GFLOPs_note"],
+        },
         "eval": {k: report[k] for k in EVAL_KEYS if k in report},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
