@@ -1,9 +1,17 @@
-"""Layer benchmark: DRConv2d (fast and reference op) against nn.Conv2d of the same c1, c2, k, s, in one process.
+"""Layer and model benchmarks: DRConv2d against nn.Conv2d, and the bundled DRConv configs against their baselines.
 
-Prints a table and writes JSON. Times are medians of repeated runs, timed round-robin (conv, fast, reference, conv,
-...) so a drift in machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and the
-fast path against the reference) measured in the same process on the same inputs, so they are comparable across
-machines while absolute times are not. Peak memory of a training step is the high-water mark of the tensors
+Layer benchmark (:func:`run`): DRConv2d (fast and reference op) against nn.Conv2d of the same c1, c2, k, s, in one
+process. Model benchmark (:func:`run_model`): each bundled DRConv config (``yolov8n-drconv.yaml``, ...) against its
+baseline (``yolov8n.yaml``), both built from their YAML (no weights), fused, timed at batch 1 and 8 at 640 and 320 px
+(inference) and for a training step (forward + backward of the sum of the outputs, unfused, train mode) at batch 8,
+256 px; the ratio of the medians and the range of the per-round ratios are reported. Both print a table and write
+JSON; ``busy`` background processes that each hold a core can run during the measurement
+(:func:`drconv_yolo.measure.busy_processes`), so the figures of a busy machine can be reproduced.
+
+Layer benchmark details: times are medians of repeated runs, timed round-robin (conv, fast, reference, conv, ...)
+so a drift in machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and the fast path against
+the reference) measured in the same process on the same inputs, so they are comparable across machines while
+absolute times are not. Peak memory of a training step is the high-water mark of the tensors
 allocated during forward + backward (torch profiler memory events on CPU, ``max_memory_allocated`` on CUDA),
 on top of what existed before the step.
 """
@@ -22,10 +30,11 @@ import torch
 import torch.nn as nn
 
 from .io import atomic_write_json
-from .measure import environment, median_ms, peak_mb
+from .measure import busy_processes, environment, gflops, median_ms, peak_mb, round_robin_ms
 from .modules import DRConv2d, autopad
 
 DEFAULT_OUT = Path("bench_results/drconv_layer.json")
+MODEL_OUT = Path("bench_results/drconv_model.json")
 DEFAULT_BATCHES = (1, 8)
 DEFAULT_REGIONS = 8
 DEFAULT_REPEATS = 5
@@ -164,6 +173,7 @@ def run(
     repeats=DEFAULT_REPEATS,
     out: Optional[Path] = DEFAULT_OUT,
     log=print,
+    busy: int = 0,
 ) -> dict:
     """Benchmark every shape x batch; print progress and the table; write JSON to ``out``; return the payload.
 
@@ -175,6 +185,7 @@ def run(
         repeats: Timed rounds per median.
         out: JSON path, or None to write nothing.
         log: ``print``-like progress sink.
+        busy: Background busy-loop processes running during the measurement.
 
     Returns:
         ``{"environment", "settings", "rows", "summary"}``, the JSON written.
@@ -182,19 +193,191 @@ def run(
     torch.manual_seed(SEED)
     rows: List[Row] = []
     total = len(shapes) * len(batches)
-    for batch in batches:
-        for c1, c2, size, k, s in shapes:
-            log(f"[{len(rows) + 1}/{total}] {c1}->{c2} @{size} k{k} s{s} batch {batch} ...", flush=True)
-            rows.append(bench_shape(c1, c2, size, k, s, batch, regions, device, repeats))
+    with busy_processes(busy):
+        for batch in batches:
+            for c1, c2, size, k, s in shapes:
+                log(f"[{len(rows) + 1}/{total}] {c1}->{c2} @{size} k{k} s{s} batch {batch} ...", flush=True)
+                rows.append(bench_shape(c1, c2, size, k, s, batch, regions, device, repeats))
+    settings = {"regions": regions, "device": str(device), "repeats": repeats, "dtype": "float32", "busy": busy}
     payload = {
         "environment": environment(str(device)),
-        "settings": {"regions": regions, "device": str(device), "repeats": repeats, "dtype": "float32"},
+        "settings": settings,
         "rows": [asdict(r) for r in rows],
         "summary": summarize(rows),
     }
     log(format_table(rows))
     log(json.dumps(payload["summary"], indent=2))
+    return _write(payload, out, log)
+
+
+def _write(payload: dict, out: Optional[Path], log) -> dict:
+    """Write a benchmark's payload as JSON to ``out`` (None: nowhere); returns it."""
     if out is not None:
         atomic_write_json(out, payload, indent=2)
         log(f"wrote {out}")
     return payload
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model benchmark
+# ----------------------------------------------------------------------------------------------------------------------
+
+FAMILIES = ("yolov8", "yolo11", "yolo26")  # model families with bundled DRConv configs
+DEFAULT_FAMILIES = ("yolov8",)
+DEFAULT_SCALE = "n"
+DEFAULT_VARIANTS = ("drconv",)  # config suffixes: yolov8n-<variant>.yaml
+MODEL_REPEATS = 5
+MODEL_WARMUP = 1
+GFLOPS_IMGSZ = 640  # the published tables' size
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model measurement: ``mode`` ``"infer"`` (fused, no autograd) or ``"train"`` (forward + backward)."""
+
+    mode: str
+    batch: int
+    imgsz: int
+
+    def label(self, model: str, baseline: str) -> str:
+        """``yolov8n-drconv vs yolov8n, fused, batch 1, 640 px``, as the issue's table names the rows."""
+        what = "fused" if self.mode == "infer" else "training step (forward + backward)"
+        return f"{model} vs {baseline}, {what}, batch {self.batch}, {self.imgsz} px"
+
+
+MODEL_CASES = (Case("infer", 1, 640), Case("infer", 1, 320), Case("infer", 8, 640), Case("infer", 8, 320))
+MODEL_CASES += (Case("train", 8, 256),)
+
+
+@dataclass
+class ModelRow:
+    """A model and its baseline in one case: medians, the ratio of the medians and the range of per-round ratios."""
+
+    model: str
+    baseline: str
+    mode: str
+    batch: int
+    imgsz: int
+    model_ms: float
+    baseline_ms: float
+    ratio: float
+    ratio_min: float
+    ratio_max: float
+    model_times_ms: list
+    baseline_times_ms: list
+
+
+def model_pairs(families=DEFAULT_FAMILIES, scale=DEFAULT_SCALE, variants=DEFAULT_VARIANTS) -> list:
+    """``(baseline YAML, DRConv YAML)`` per family and variant: ``("yolov8n.yaml", "yolov8n-drconv.yaml")``."""
+    return [(f"{f}{scale}.yaml", f"{f}{scale}-{v}.yaml") for f in families for v in variants]
+
+
+def _build(cfg: str, device: torch.device) -> tuple:
+    """The model of a YAML (seeded weights): ``(fused eval-mode copy, unfused train-mode copy, stats)``."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(SEED)
+    model = DetectionModel(cfg, verbose=False)
+    train = copy.deepcopy(model).to(device).train()
+    fused = model.fuse(verbose=False).eval()
+    value, why = gflops(fused, GFLOPS_IMGSZ)
+    stats = {"params": sum(p.numel() for p in train.parameters()), f"GFLOPs_{GFLOPS_IMGSZ}": value, "GFLOPs_note": why}
+    return fused.to(device), train, stats
+
+
+def _total(out) -> torch.Tensor:
+    """The sum of every tensor in a model's output (tensors, lists, tuples, dicts): one scalar to backpropagate."""
+    if isinstance(out, torch.Tensor):
+        return out.float().sum()
+    parts = [_total(v) for v in (out.values() if isinstance(out, dict) else out)]
+    return sum(parts[1:], parts[0])
+
+
+def _case_fn(models: tuple, case: Case, x: torch.Tensor) -> Callable[[], object]:
+    """What one round of ``case`` runs for a built model (:func:`_build`'s first two items)."""
+    fused, train = models[:2]
+    if case.mode == "infer":
+        return functools.partial(fused, x)
+
+    def step():
+        train.zero_grad(set_to_none=True)
+        _total(train(x)).backward()
+
+    return step
+
+
+def _time_case(built: dict, pair: tuple, case: Case, device: torch.device, repeats: int, warmup: int) -> ModelRow:
+    """Time the pair's two models round-robin in one case."""
+    x = torch.rand((case.batch, 3, case.imgsz, case.imgsz), generator=torch.Generator().manual_seed(SEED)).to(device)
+    fns = {cfg: _case_fn(built[cfg], case, x) for cfg in pair}
+    with torch.inference_mode(case.mode == "infer"):
+        times = round_robin_ms(fns, device, repeats, warmup)
+    base, model = times[pair[0]], times[pair[1]]
+    per_round = [m / b for m, b in zip(model, base)]
+    mid = statistics.median
+    return ModelRow(
+        *(Path(pair[1]).stem, Path(pair[0]).stem, case.mode, case.batch, case.imgsz, mid(model), mid(base)),
+        *(mid(model) / mid(base), min(per_round), max(per_round), model, base),
+    )
+
+
+def format_model_table(rows: Sequence[ModelRow]) -> str:
+    """Markdown table: one row per model x case, the ratio with the range of the per-round ratios."""
+    lines = ["| measured side by side in one process | baseline ms | model ms | ratio (range over rounds) |"]
+    lines.append("|---|---|---|---|")
+    for r in rows:
+        label = Case(r.mode, r.batch, r.imgsz).label(r.model, r.baseline)
+        spread = f"{r.ratio:.2f}x ({r.ratio_min:.2f}-{r.ratio_max:.2f})"
+        lines.append(f"| {label} | {r.baseline_ms:.1f} | {r.model_ms:.1f} | {spread} |")
+    return "\n".join(lines)
+
+
+def run_model(
+    pairs=None,
+    cases=MODEL_CASES,
+    device="cpu",
+    repeats=MODEL_REPEATS,
+    warmup=MODEL_WARMUP,
+    busy: int = 0,
+    out: Optional[Path] = MODEL_OUT,
+    log=print,
+) -> dict:
+    """Time every ``(baseline, DRConv)`` pair in every case; print progress and the table; write JSON to ``out``.
+
+    Args:
+        pairs: ``(baseline YAML, DRConv YAML)`` pairs (bundled names resolve); default :func:`model_pairs`.
+        cases: The measurements (:data:`MODEL_CASES`: the issue's rows).
+        device: Torch device string.
+        repeats: Timed rounds per case.
+        warmup: Untimed runs of each model first.
+        busy: Background busy-loop processes running during the measurement.
+        out: JSON path, or None to write nothing.
+        log: ``print``-like progress sink.
+
+    Returns:
+        ``{"environment", "settings", "models", "rows", "summary"}``, the JSON written.
+    """
+    from .plugin import register
+
+    register()
+    pairs, dev = [tuple(p) for p in (pairs or model_pairs())], torch.device(device)
+    rows: List[ModelRow] = []
+    stats = {}
+    with busy_processes(busy):
+        for pair in pairs:
+            built = {cfg: _build(cfg, dev) for cfg in pair}
+            stats.update({Path(cfg).stem: b[2] for cfg, b in built.items()})
+            for case in cases:
+                label = case.label(Path(pair[1]).stem, Path(pair[0]).stem)
+                log(f"[{len(rows) + 1}/{len(pairs) * len(cases)}] {label} ...", flush=True)
+                rows.append(_time_case(built, pair, case, dev, repeats, warmup))
+    settings = {"device": str(device), "repeats": repeats, "warmup": warmup, "busy": busy, "dtype": "float32"}
+    payload = {
+        "environment": environment(str(device)),
+        "settings": {**settings, "pairs": [list(p) for p in pairs], "cases": [asdict(c) for c in cases]},
+        "models": stats,
+        "rows": [asdict(r) for r in rows],
+        "summary": {Case(r.mode, r.batch, r.imgsz).label(r.model, r.baseline): r.ratio for r in rows},
+    }
+    log(format_model_table(rows))
+    return _write(payload, out, log)

@@ -1,6 +1,8 @@
-"""The layer benchmark: the JSON it writes (no assertion on any time; the timing itself: test_measure.py)."""
+"""The layer and model benchmarks: the JSON they write (no assertion on any time; the timing: test_measure.py)."""
 
 import json
+
+from _procs import needs_proc, running, wait_until
 
 from drconv_yolo import bench
 
@@ -24,3 +26,94 @@ def test_run_writes_rows_and_a_summary_computed_from_them(tmp_path):
     assert summary["fast_vs_ref_train_peak_max"] == max(r["fast_train_peak_mb"] / r["ref_train_peak_mb"] for r in rows)
     assert all(r["fast_train_peak_mb"] > 0 and r["ref_train_peak_mb"] > 0 for r in rows)
     assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --busy, the model benchmark and the command line (structure only: no assertion on any time)
+# ----------------------------------------------------------------------------------------------------------------------
+
+TINY_CASES = (bench.Case("infer", 1, 64), bench.Case("train", 2, 64))
+
+
+def _busy_seen(n_seen: list):
+    """A log sink recording how many busy-loop processes run at each progress line."""
+
+    def log(*args, **kwargs):
+        n_seen.append(len(running("drconv-yolo busy loop")))
+
+    return log
+
+
+@needs_proc
+def test_layer_benchmark_records_its_busy_processes_and_stops_them(tmp_path):
+    seen = []
+    payload = bench.run(shapes=[(4, 4, 10, 1, 1)], batches=(1,), repeats=1, out=None, log=_busy_seen(seen), busy=2)
+    assert payload["settings"]["busy"] == 2
+    assert seen[0] == 2  # running during the measurement
+    assert wait_until(lambda: not running("drconv-yolo busy loop"), 10)
+
+
+@needs_proc
+def test_model_benchmark_writes_a_row_per_case_and_stops_its_busy_process(tmp_path):
+    out = tmp_path / "model.json"
+    seen = []
+    pairs = [("yolov8n.yaml", "yolov8n-drconv.yaml")]
+    payload = bench.run_model(pairs, TINY_CASES, repeats=2, warmup=0, busy=1, out=out, log=_busy_seen(seen))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    assert seen[0] == 1 and wait_until(lambda: not running("drconv-yolo busy loop"), 10)
+    assert payload["settings"]["busy"] == 1 and payload["settings"]["pairs"] == [list(pairs[0])]
+    rows = payload["rows"]
+    assert [(r["model"], r["baseline"], r["mode"], r["batch"], r["imgsz"]) for r in rows] == [
+        ("yolov8n-drconv", "yolov8n", "infer", 1, 64),
+        ("yolov8n-drconv", "yolov8n", "train", 2, 64),
+    ]
+    for r in rows:
+        assert len(r["model_times_ms"]) == len(r["baseline_times_ms"]) == 2
+        assert r["ratio"] == r["model_ms"] / r["baseline_ms"]
+        per_round = [m / b for m, b in zip(r["model_times_ms"], r["baseline_times_ms"])]
+        assert (r["ratio_min"], r["ratio_max"]) == (min(per_round), max(per_round))
+    assert list(payload["summary"]) == [
+        "yolov8n-drconv vs yolov8n, fused, batch 1, 64 px",
+        "yolov8n-drconv vs yolov8n, training step (forward + backward), batch 2, 64 px",
+    ]
+    models = payload["models"]
+    assert models["yolov8n-drconv"]["params"] > models["yolov8n"]["params"] > 0
+    assert models["yolov8n"]["GFLOPs_640"] > 0 and models["yolov8n"]["GFLOPs_note"] is None
+    table = bench.format_model_table([bench.ModelRow(**r) for r in rows]).splitlines()
+    assert len(table) == 2 + len(rows) and table[2].startswith("| yolov8n-drconv vs yolov8n, fused, batch 1, 64 px |")
+
+
+def test_the_default_model_cases_are_the_issues_rows():
+    assert [(c.mode, c.batch, c.imgsz) for c in bench.MODEL_CASES] == [
+        ("infer", 1, 640),
+        ("infer", 1, 320),
+        ("infer", 8, 640),
+        ("infer", 8, 320),
+        ("train", 8, 256),
+    ]
+    assert bench.model_pairs(["yolov8", "yolo11"], "s", ["drconv", "drconv-neck"]) == [
+        ("yolov8s.yaml", "yolov8s-drconv.yaml"),
+        ("yolov8s.yaml", "yolov8s-drconv-neck.yaml"),
+        ("yolo11s.yaml", "yolo11s-drconv.yaml"),
+        ("yolo11s.yaml", "yolo11s-drconv-neck.yaml"),
+    ]
+
+
+def test_bench_command_line_passes_the_model_options_and_refuses_bad_ones(monkeypatch, tmp_path, capsys):
+    import torch
+
+    from drconv_yolo import cli
+
+    seen = {}
+    monkeypatch.setattr(bench, "run_model", lambda pairs, **kw: seen.update(pairs=pairs, **kw))
+    argv = ["bench", "--model", "--family", "yolov8", "yolo11", "--busy", "1", "--quick", "--out", str(tmp_path / "m")]
+    assert cli.main(argv) == 0
+    assert seen["pairs"] == [("yolov8n.yaml", "yolov8n-drconv.yaml")]  # --quick: the first pair
+    assert (seen["busy"], seen["device"], seen["out"]) == (1, "cpu", tmp_path / "m")
+    assert cli.main(["bench", "--busy", "-1"]) == 2
+    assert "--busy must be >= 0" in capsys.readouterr().err
+    assert cli.main(["bench", "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["bench", "--model", "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err

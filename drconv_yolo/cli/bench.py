@@ -1,4 +1,11 @@
-"""``drconv-yolo bench``: the layer benchmark's command line (the benchmark itself is :mod:`drconv_yolo.bench`)."""
+"""``drconv-yolo bench``: the layer benchmark, or with ``--model`` the model benchmark (both :mod:`drconv_yolo.bench`).
+
+Examples::
+
+    drconv-yolo bench                              # DRConv2d vs nn.Conv2d at the YOLOv8n shapes
+    drconv-yolo bench --model                      # yolov8n-drconv vs yolov8n: fused inference and a training step
+    drconv-yolo bench --model --family yolov8 yolo11 --busy 1   # with one other busy process on the machine
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,17 @@ from pathlib import Path
 from typing import List
 
 from .. import bench
+from ..errors import UserError
 from .options import HelpFormatter, parse
 
 QUICK_SHAPES = 2  # --quick: the first shapes only
 QUICK_REPEATS = 2
+QUICK_PAIRS = 1  # --quick --model: the first pair only
+MINIMUM = {"repeats": 1, "busy": 0, "threads": 1}  # the least value of each count option
+
+
+class BenchError(UserError):
+    """A benchmark option out of range."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,23 +32,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drconv-yolo bench", description=bench.__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
-    parser.add_argument("--batches", type=int, nargs="+", default=list(bench.DEFAULT_BATCHES), help="batch sizes")
-    parser.add_argument("--regions", type=int, default=bench.DEFAULT_REGIONS, help="number of regions m")
+    parser.add_argument("--model", action="store_true", help="the model benchmark instead of the layer benchmark")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    parser.add_argument("--repeats", type=int, default=bench.DEFAULT_REPEATS, help="timed repeats per measurement")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 5)")
+    parser.add_argument("--busy", type=int, default=0, help="background busy-loop processes during the measurement")
     parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"only the first {QUICK_SHAPES} shapes, {QUICK_REPEATS} repeats (smoke run)",
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default torch's: one per core); 1 gives steadier figures on a shared machine",
     )
-    parser.add_argument("--out", type=Path, default=bench.DEFAULT_OUT, help="JSON output path")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPEATS} repeats and fewer shapes/pairs (smoke)")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON output ({bench.DEFAULT_OUT}, {bench.MODEL_OUT})")
+    layer = parser.add_argument_group("layer benchmark")
+    layer.add_argument("--batches", type=int, nargs="+", default=list(bench.DEFAULT_BATCHES), help="batch sizes")
+    layer.add_argument("--regions", type=int, default=bench.DEFAULT_REGIONS, help="number of regions m")
+    model = parser.add_argument_group("model benchmark (--model)")
+    model.add_argument(
+        "--family", nargs="+", choices=bench.FAMILIES, default=list(bench.DEFAULT_FAMILIES), help="model families"
+    )
+    model.add_argument("--scale", default=bench.DEFAULT_SCALE, choices=tuple("nsmlx"), help="model scale letter")
+    model.add_argument(
+        "--variant",
+        nargs="+",
+        default=list(bench.DEFAULT_VARIANTS),
+        help="DRConv configs by suffix: drconv (yolov8n-drconv.yaml), drconv-neck, drconv-blocks, ...",
+    )
     return parser
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device this machine does not have, naming it (torch would fail later with a traceback)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise BenchError(f"--device {device}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {device}: no CUDA device is available on this machine")
 
 
 def run(argv: List[str]) -> int:
     """``drconv-yolo bench [options]``; returns the exit code."""
     args, _ = parse(build_parser(), argv)
-    shapes = bench.YOLOV8N_SHAPES[:QUICK_SHAPES] if args.quick else bench.YOLOV8N_SHAPES
+    for name, least in MINIMUM.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise BenchError(f"--{name} must be >= {least}, got {value}")
+    _check_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # recorded in the JSON's environment.torch_threads
     repeats = QUICK_REPEATS if args.quick else args.repeats
-    bench.run(shapes, tuple(args.batches), args.regions, args.device, repeats, args.out)
+    if args.model:
+        pairs = bench.model_pairs(args.family, args.scale, args.variant)
+        bench.run_model(
+            pairs[:QUICK_PAIRS] if args.quick else pairs,
+            device=args.device,
+            repeats=repeats or bench.MODEL_REPEATS,
+            busy=args.busy,
+            out=args.out or bench.MODEL_OUT,
+        )
+        return 0
+    shapes = bench.YOLOV8N_SHAPES[:QUICK_SHAPES] if args.quick else bench.YOLOV8N_SHAPES
+    out, repeats = args.out or bench.DEFAULT_OUT, repeats or bench.DEFAULT_REPEATS
+    bench.run(shapes, tuple(args.batches), args.regions, args.device, repeats, out, busy=args.busy)
     return 0
