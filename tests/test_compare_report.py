@@ -116,3 +116,32 @@ def test_gflops_says_why_there_is_no_figure(monkeypatch):
     assert value is None and "returned 0" in why
     monkeypatch.setattr(tu, "get_flops", lambda model, imgsz: 1.5)
     assert measure.gflops(model, 64) == (1.5, None)
+
+
+def _run(arm, seed, layers_by_epoch):
+    return {"spec": {"arm": arm, "seed": seed}, "regions": [{"epoch": e + 1, "layers": layers}
+                                                           for e, layers in enumerate(layers_by_epoch)]}  # fmt: skip
+
+
+def _layer(used, entropy, per_image, regions=8):
+    return {"regions": regions, "used": used, "entropy": entropy, "per_image": per_image, "collapsed": used == 1}
+
+
+def test_region_summary_means_the_last_epoch_over_seeds_and_counts_collapses(tmp_path):
+    from drconv_yolo.experiment import regions_report as rr
+
+    records = [
+        {"spec": {"arm": "base", "seed": 0}, "regions": []},  # no DRConv: left out
+        _run("dr", 0, [{"model.1": _layer(8, 3.0, 6.0)}, {"model.1": _layer(6, 2.0, 4.0), "model.7": _layer(1, 0, 1)}]),
+        _run("dr", 1, [{"model.1": _layer(4, 1.0, 2.0), "model.7": _layer(3, 1.5, 2.0)}]),
+    ]
+    summary = rr.region_summary(records, ["base", "dr"])
+    assert list(summary) == ["dr"]
+    assert summary["dr"]["model.1"] == {"regions": 8, "used": 5.0, "entropy": 1.5, "per_image": 3.0, "collapsed": 0,
+                                        "seeds": 2}  # fmt: skip
+    assert summary["dr"]["model.7"]["used"] == 2.0 and summary["dr"]["model.7"]["collapsed"] == 1
+    text = "\n".join(rr.region_lines(summary))
+    assert "| model.7 | 2.0/8 | 0.75 | 1.5 | **1/2** |" in text
+    assert "Collapsed to one region in at least one seed: model.7." in text
+    paths = rr.plot_region_usage(records, ["base", "dr"], tmp_path)
+    assert [p.name for p in paths] == ["regions_dr.png"] and paths[0].stat().st_size > 1000

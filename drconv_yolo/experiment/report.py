@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from .intervals import CONFIDENCE, paired_interval
+from .regions_report import region_lines, region_summary
 
 __all__ = [
     "BY_KEY",
@@ -441,6 +442,10 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         "",
         *cost_lines(results.get("cost_match", {})),
         "",
+        "## Regions used (DRConv layers and blocks)",
+        "",
+        *region_lines(results.get("regions", {})),
+        "",
         "## Per-seed values",
         "",
         *per_seed_table(records, arms),
@@ -542,5 +547,6 @@ def build_results(
         "deltas": deltas(runs, arms),
         "cost_match": cost_match(summary, arms),
         "not_measured": not_measured(runs),
+        "regions": region_summary(runs, arms),
         "runs": runs,
     }

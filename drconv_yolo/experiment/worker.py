@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..diagnostics import STATS_FILE, read_stats
 from ..io import atomic_write_json
 from ..measure import cuda_peak_mb, forward_latency, gflops, peak_rss_mb, reset_cuda_peak
 from .plan import RUN_FILE, RunSpec
@@ -301,6 +302,7 @@ def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False)
             "GFLOPs": stats["GFLOPs_note"],
         },
         "eval": {k: report[k] for k in EVAL_KEYS if k in report},
+        "regions": read_stats(Path(spec.run_dir) / STATS_FILE),  # per-epoch region statistics (DRConv arms)
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(Path(spec.run_dir) / RUN_FILE, record, indent=RECORD_INDENT)
