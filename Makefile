@@ -4,7 +4,7 @@ PY ?= python3
 OLDEST_ULTRALYTICS ?= 8.3.253
 OLDEST_VENV ?= .venv-oldest
 
-.PHONY: install test test-newest test-oldest test-env demo bench lint
+.PHONY: install test test-newest test-oldest test-env demo bench bench-model lint
 
 # Every process the tests start reads Ultralytics settings from a throw-away folder (one per command), never the
 # user's ~/.config/Ultralytics; and nothing is downloaded or pip-installed by Ultralytics.
@@ -42,6 +42,9 @@ demo: install  ## the main job on the built-in default: synthetic data, YOLOv8n 
 
 bench: install  ## the layer benchmark (table + bench_results/drconv_layer.json)
 	drconv-yolo bench
+
+bench-model: install  ## the model benchmark (table + bench_results/drconv_model.json)
+	drconv-yolo bench --model
 
 lint: install
 	ruff check drconv_yolo tests scripts

@@ -1,10 +1,10 @@
 """``drconv-yolo``: the project's own subcommands; everything else goes to Ultralytics' ``yolo`` entry point.
 
     drconv-yolo compare  ...   train and evaluate baseline vs DRConv arms, write report/tables/plots
-    drconv-yolo prepare  ...   prepare a dataset: synthetic, visdrone or coco
-    drconv-yolo eval     ...   Ultralytics validation + pycocotools metrics on a prepared ground truth
-    drconv-yolo regions  ...   draw the guided masks (regions) each DRConv layer chose on an image
-    drconv-yolo bench    ...   layer benchmark: DRConv2d vs nn.Conv2d
+    drconv-yolo prepare  ...   prepare a dataset: synthetic, visdrone, coco, or the ground truth of your own (yolo)
+    drconv-yolo eval     ...   Ultralytics validation + pycocotools metrics (ground truth given, prepared or built)
+    drconv-yolo regions  ...   draw the guided masks (regions) each DRConv layer or block chose on an image
+    drconv-yolo bench    ...   layer benchmark (DRConv2d vs nn.Conv2d); --model: DRConv configs vs their baselines
     drconv-yolo demo     ...   the built-in default: prepare the synthetic set and compare YOLOv8n with/without DRConv
     drconv-yolo <anything else>   e.g. train/val/predict/export model=... : registers DRConv, then runs ``yolo``
 
