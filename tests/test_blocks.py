@@ -15,6 +15,7 @@ import torch.nn as nn
 pytest.importorskip("ultralytics")
 
 import ultralytics.nn.tasks as tasks  # noqa: E402
+from _model_helpers import randomize_bn, tensors  # noqa: E402
 from ultralytics.nn.modules import C2f, C3k2  # noqa: E402
 
 from drconv_yolo import plugin  # noqa: E402
@@ -45,22 +46,8 @@ def has_family(family: str) -> bool:
         return False
 
 
-def randomize_bn(model):
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
 
 
-def tensors(out):
-    """Every tensor in a (nested) model output."""
-    if torch.is_tensor(out):
-        return [out]
-    values = out.values() if isinstance(out, dict) else out
-    return [t for v in values for t in tensors(v)]
 
 
 def outputs(model, x):

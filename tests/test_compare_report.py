@@ -143,5 +143,7 @@ def test_region_summary_means_the_last_epoch_over_seeds_and_counts_collapses(tmp
     text = "\n".join(rr.region_lines(summary))
     assert "| model.7 | 2.0/8 | 0.75 | 1.5 | **1/2** |" in text
     assert "Collapsed to one region in at least one seed: model.7." in text
-    paths = rr.plot_region_usage(records, ["base", "dr"], tmp_path)
+    from drconv_yolo.experiment import plots
+
+    paths = plots.plot_region_usage(records, ["base", "dr"], tmp_path)
     assert [p.name for p in paths] == ["regions_dr.png"] and paths[0].stat().st_size > 1000

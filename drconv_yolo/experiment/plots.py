@@ -6,14 +6,16 @@ Drawn with matplotlib's Agg backend (no display needed) and written through :fun
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..io import atomic_path
+from .regions_report import plot_file
 from .report import METRICS
 
-__all__ = ["plot_curves", "plot_deltas"]
+__all__ = ["plot_curves", "plot_deltas", "plot_region_usage"]
 
 CURVES = (("metrics/mAP50-95(B)", "mAP50-95"), ("metrics/mAP50(B)", "mAP50"))  # (results.csv column, label)
 DPI = 110
@@ -27,6 +29,7 @@ GRID_ALPHA = 0.3
 MARKER_SIZE = 3
 LEGEND_FONTSIZE = 8
 PERCENT = 100  # metrics are fractions; plotted in percent
+REGION_PANEL_SIZE = (6.4, 3.6)  # inches
 
 
 def _pyplot():
@@ -133,3 +136,28 @@ def plot_deltas(results: Mapping[str, Any], path: Path) -> None:
         ax.grid(alpha=GRID_ALPHA, axis="x")
         ax.legend(fontsize=LEGEND_FONTSIZE)
     _save(fig, path)
+
+
+def plot_region_usage(records: Sequence[Mapping[str, Any]], arms: Sequence[str], out: Path) -> list[Path]:
+    """One PNG per arm with DRConv: regions used per epoch for every layer (mean over seeds); returns the paths."""
+    plt = _pyplot()
+    paths = []
+    for arm in arms:
+        runs = [r for r in records if r["spec"]["arm"] == arm and r.get("regions")]
+        if not runs:
+            continue
+        fig, ax = plt.subplots(figsize=REGION_PANEL_SIZE)
+        names = list(runs[0]["regions"][-1]["layers"])
+        for name in names:
+            epochs = sorted({h["epoch"] for r in runs for h in r["regions"]})
+            used = [statistics.fmean(h["layers"][name]["used"] for r in runs for h in r["regions"]
+                                     if h["epoch"] == e and name in h["layers"]) for e in epochs]  # fmt: skip
+            ax.plot(epochs, used, marker="o", markersize=2, label=name)
+        ax.set(xlabel="epoch", ylabel="regions used (>= 1% of pixels)", title=f"{arm}: regions used per epoch")
+        ax.set_ylim(0, runs[0]["regions"][-1]["layers"][names[0]]["regions"] + 0.5)
+        ax.grid(alpha=GRID_ALPHA)
+        ax.legend(fontsize=LEGEND_FONTSIZE, ncol=2)
+        path = Path(out) / plot_file(arm)
+        _save(fig, path)
+        paths.append(path)
+    return paths

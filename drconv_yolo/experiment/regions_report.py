@@ -1,5 +1,5 @@
 """The comparison's region diagnostics: per arm, how many regions each DRConv layer or block used in the last epoch
-(mean over seeds), which collapsed to one region, and a plot per arm of the regions used epoch by epoch.
+(mean over seeds) and which collapsed to one region; :mod:`.plots` draws the regions used epoch by epoch.
 
 Each run's ``region_stats.json`` (written during training by :mod:`drconv_yolo.diagnostics`) is copied into its
 record under ``"regions"``; arms without DRConv have none and are left out.
@@ -8,17 +8,9 @@ record under ``"regions"``; arms without DRConv have none and are left out.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
-from ..io import atomic_path
-
-__all__ = ["region_summary", "region_lines", "plot_file", "plot_region_usage"]
-
-DPI = 110
-PANEL_SIZE = (6.4, 3.6)  # inches
-LEGEND_FONTSIZE = 7
-GRID_ALPHA = 0.3
+__all__ = ["region_summary", "region_lines", "plot_file"]
 
 
 def _last_epoch(record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -75,37 +67,3 @@ def region_lines(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> List
             lines += ["", f"Collapsed to one region in at least one seed: {', '.join(collapsed)}."]
         lines += ["", f"![regions used per epoch, {arm}]({plot_file(arm)})", ""]
     return lines
-
-
-def plot_region_usage(records: Sequence[Mapping[str, Any]], arms: Sequence[str], out: Path) -> List[Path]:
-    """One PNG per arm with DRConv: regions used per epoch for every layer (mean over seeds); returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for arm in arms:
-        runs = [r for r in records if r["spec"]["arm"] == arm and r.get("regions")]
-        if not runs:
-            continue
-        fig, ax = plt.subplots(figsize=PANEL_SIZE)
-        names = list(runs[0]["regions"][-1]["layers"])
-        for name in names:
-            epochs = sorted({h["epoch"] for r in runs for h in r["regions"]})
-            used = [statistics.fmean(h["layers"][name]["used"] for r in runs for h in r["regions"]
-                                     if h["epoch"] == e and name in h["layers"]) for e in epochs]  # fmt: skip
-            ax.plot(epochs, used, marker="o", markersize=2, label=name)
-        ax.set(xlabel="epoch", ylabel="regions used (>= 1% of pixels)", title=f"{arm}: regions used per epoch")
-        ax.set_ylim(0, runs[0]["regions"][-1]["layers"][names[0]]["regions"] + 0.5)
-        ax.grid(alpha=GRID_ALPHA)
-        ax.legend(fontsize=LEGEND_FONTSIZE, ncol=2)
-        path = Path(out) / plot_file(arm)
-        try:
-            fig.tight_layout()
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=DPI)
-        finally:
-            plt.close(fig)
-        paths.append(path)
-    return paths

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 from ..io import atomic_write_json, atomic_write_text
 from ..measure import environment
-from . import plots, regions_report
+from . import plots
 from . import report as rep
 from .plan import RUN_FILE, RunSpec, make_plan, run_state
 from .process import FolderLock, run_worker, termination_signals
@@ -117,7 +117,7 @@ def write_report(
     paths = {k: Path(out) / v for k, v in rep.FILES.items()}
     plots.plot_curves(results, paths["curves"])
     plots.plot_deltas(results, paths["deltas"])
-    regions_report.plot_region_usage(results["runs"], results["arms"], Path(out))
+    plots.plot_region_usage(results["runs"], results["arms"], Path(out))
     atomic_write_text(paths["csv"], rep.csv_text(results["runs"]))
     atomic_write_json(paths["json"], results, indent=RESULTS_INDENT)
     atomic_write_text(paths["report"], rep.markdown_report(results))
