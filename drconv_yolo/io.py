@@ -40,6 +40,7 @@ import yaml
 from .errors import UserError
 
 __all__ = [
+    "save_figure",
     "DataError",
     "DataNotFoundError",
     "LABEL_DECIMALS",
@@ -96,6 +97,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it (also on failure); returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

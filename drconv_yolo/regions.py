@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserError
-from .io import atomic_path, atomic_write_json
+from .io import atomic_path, atomic_write_json, save_figure
 
 __all__ = ["LayerRegions", "RegionsError", "capture_regions", "draw_regions", "letterbox"]
 
@@ -262,17 +262,6 @@ def _legend_handles(lr: LayerRegions):
     return [Patch(color=colors[j], label=f"region {j}: {lr.share[j] * 100:.1f}%") for j in lr.used]
 
 
-def _atomic_savefig(fig, path: Path) -> None:
-    """Save a figure as PNG through a temporary name, then close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
-
-
 def draw_layer(image: np.ndarray, lr: LayerRegions, path: Path, alpha: float = 0.5) -> tuple[int, int]:
     """Write one layer's PNG: the overlay at ``scale`` x the input size above a title and legend band.
 
@@ -302,7 +291,7 @@ def draw_layer(image: np.ndarray, lr: LayerRegions, path: Path, alpha: float = 0
         handlelength=1.2,
         columnspacing=1.0,
     )
-    _atomic_savefig(fig, path)
+    save_figure(fig, path, DPI)
     return W, H
 
 
@@ -328,7 +317,7 @@ def draw_grid(image: np.ndarray, layers: Sequence[LayerRegions], path: Path, alp
         )
     fig.suptitle("DRConv guided masks (region per output pixel)", fontsize=10)
     fig.tight_layout()
-    _atomic_savefig(fig, path)
+    save_figure(fig, path, DPI)
 
 
 def _safe(name: str) -> str:

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..io import atomic_path
+from ..io import save_figure
 from .regions_report import plot_file
 from .report import METRICS
 
@@ -43,15 +43,9 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    """Save a figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
+    """Lay out, save as PNG atomically and close."""
+    fig.tight_layout()
+    save_figure(fig, path, DPI)
 
 
 def _curves(records: Sequence[Mapping[str, Any]], arm: str, column: str) -> list[list[float]]:
