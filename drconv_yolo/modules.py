@@ -280,7 +280,7 @@ class DRConv2d(nn.Module):
         regions (int): Number of regions m (paper: 8).
         bias (bool): Add a learnable per-channel bias (shared by all regions).
         generator (str): Filter generator, ``"official"`` (default) or ``"paper"``.
-        impl (str): Op implementation: ``"auto"``, ``"fast"``, ``"reference"`` or ``"onnx"``.
+        impl (str): Op implementation: ``"auto"``, ``"fast"``, ``"grouped"``, ``"reference"`` or ``"onnx"``.
         own_guide (bool): Hold a guide conv (default). False for a DRConv whose guided mask comes from outside,
             as in a block whose DRConvs share one mask: ``forward(x, guide)`` then needs it.
         **generator_kwargs: Passed to the generator (``bases`` for official, ``hidden`` for paper).

@@ -139,7 +139,7 @@ def test_onnx_path_matches_reference_forward_and_input_weight_grads(shape, devic
     assert onnx[3] is None  # the traceable path is for inference: no surrogate gradient to the guide
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["fast", "grouped", "reference"])
 def test_gradcheck_input_and_weight_with_fixed_argmax_float64(impl, device):
     # guide logits far apart: finite differences never flip a region, so the gradient is the true one
     x, w, guide, _, conf = make_inputs(SHAPES[1], spread=50.0, device=device)
@@ -150,7 +150,7 @@ def test_gradcheck_input_and_weight_with_fixed_argmax_float64(impl, device):
     )
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["fast", "grouped", "reference"])
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4]], ids=[IDS[0], IDS[4]])
 def test_guide_gradient_is_softmax_surrogate(impl, shape, device):
     # the paper's surrogate is the exact gradient of the soft assignment sum_j softmax(guide)_j * (W_j conv x)
@@ -178,7 +178,7 @@ def test_gradients_flow_only_through_selected_region(device):
     assert torch.count_nonzero(dw[:, [0, 2, 3]]) == 0
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference", "onnx"])
+@pytest.mark.parametrize("impl", ["fast", "grouped", "reference", "onnx"])
 def test_ties_resolve_as_torch_argmax(impl, device):
     x, w, guide, _, conf = make_inputs(SHAPES[0], device=device)
     guide = torch.zeros_like(guide)
@@ -226,10 +226,21 @@ def test_fp16_autocast_cuda_matches_float32():
         assert (a.float() - b).abs().max() <= 0.01 * b.abs().max() + 1e-3
 
 
-def test_fast_output_is_channels_last_with_same_values(device):
+@pytest.mark.parametrize("impl", ["fast", "grouped"])
+def test_fast_output_is_channels_last_with_same_values(impl, device):
     x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32, device=device)
-    y = region_aware_conv2d(x, w, guide, *conf, impl="fast")
+    y = region_aware_conv2d(x, w, guide, *conf, impl=impl)
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("impl", ["fast", "grouped"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_channels_last_input_read_in_place_matches_reference(shape, impl, row_layout, device):
+    # DRConv2d passes a channels-last input: the patch rows are then strided views of its memory, sample by sample
+    x, w, guide, go, conf = make_inputs(shape, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    for a, b in zip(run(impl, x, w, guide, go, conf), run("reference", x, w, guide, go, conf)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_auto_picks_onnx_path_while_tracing():
@@ -267,11 +278,12 @@ def test_bad_input_raises_clear_error(over, message):
         bad(**over)()
 
 
-def test_fast_output_can_be_modified_in_place_like_a_conv_output(device):
+@pytest.mark.parametrize("impl", ["fast", "grouped"])
+def test_fast_output_can_be_modified_in_place_like_a_conv_output(impl, device):
     # a fused DRConv feeds its output straight into SiLU(inplace=True)
     x, w, guide, _, conf = make_inputs(SHAPES[0], torch.float32, device=device)
     w.requires_grad_(True)
-    y = region_aware_conv2d(x, w, guide, *conf, impl="fast")
+    y = region_aware_conv2d(x, w, guide, *conf, impl=impl)
     expected = torch.nn.functional.silu(y.detach())
     torch.nn.functional.silu(y, inplace=True).sum().backward()
     torch.testing.assert_close(y.detach(), expected)

@@ -3,6 +3,8 @@
 Each sample's patches are gathered sorted by region and every region's rows are multiplied by that region's filter
 only (one bmm over the regions padded to the largest, or one mm per region when they are too unequal). Backward
 recomputes the patches from the input (nothing of size m x activation is saved) and works one sample at a time.
+The CPU path for batches: its per-sample buffers are reused, where the grouped path's batch-sized temporaries would be
+fresh memory (page faults) on every call.
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ class _RegionPlan:
         L, device = Ho * Wo, guide.device
         region = argmax_regions(guide).reshape(B, L)  # (B, L)
         regions = torch.arange(m, device=device)
-        # one nonzero over a (B, m, L) one-hot lists (b, j, pixel) in order: a counting sort, cheaper than argsort
-        self.order = (region.unsqueeze(1) == regions.view(1, m, 1)).nonzero()[:, 2].view(B, L)  # (B, L)
+        samples = torch.arange(B, device=device).view(B, 1)
+        key = (region + samples * m).flatten()  # (B*L,), sample-major
+        # one stable sort of the whole batch's keys (faster on CPU than a counting sort by nonzero over a one-hot)
+        self.order = torch.sort(key, stable=True).indices.view(B, L) - samples * L  # (B, L)
         positions = torch.arange(L, device=device).expand(B, L)
         self.inverse = torch.empty_like(self.order).scatter_(1, self.order, positions)  # (B, L)
-        samples = torch.arange(B, device=device).view(B, 1)
-        counts = torch.bincount((region + samples * m).flatten(), minlength=B * m).view(B, m)  # (B, m)
+        counts = torch.bincount(key, minlength=B * m).view(B, m)  # (B, m)
         self.counts = counts.tolist()
         self.padded = [m * max(c) <= (1 + PAD_LIMIT) * L for c in self.counts]
         if not any(self.padded):
@@ -93,31 +96,61 @@ class _Patches:
     """Gathers one sample's k x k patches as rows (n, kh*kw*C) of channels-last pixels: row i is the patch of output
     pixel ``src[b, i]``, and output pixel p's patch is row ``pos[b, p]``.
 
-    Reads straight from the input (free when it is channels-last, as DRConv2d passes it); taps that fall into the
-    zero padding read a clamped pixel and are zeroed afterwards (only border pixels have such taps).
+    Reads straight from the input (free when it is channels-last, as DRConv2d passes it; no padded copy: a fresh
+    input-sized tensor per call costs more in page faults on CPU than it saves). With dilation 1 along the width the
+    kw taps of a kernel row are kw*C contiguous numbers, so a patch is read as kh such chunks (several times faster
+    than kh*kw reads of C for small C); the border pixels, whose patches reach into the zero padding, are then
+    re-read tap by tap from clamped pixels, their outside taps zeroed.
     """
 
     def __init__(self, x, geometry, src, pos):
         (H, W), (Ho, Wo) = x.shape[2:], geometry.out_hw
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geometry.kernel, geometry.stride, geometry.padding, geometry.dilation
+        L, self.kk, self.C, self.src = Ho * Wo, kh * kw, x.shape[1], src
         ar = partial(torch.arange, device=x.device)
         h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
         w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
-        self.taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(Ho * Wo, kh * kw)  # (L, kh*kw)
-        self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1])  # (B, H*W, C)
-        self.src, self.kk, self.C = src, kh * kw, x.shape[1]
-        # the (pixel, tap) pairs in the padding, as positions in each sample's rows: (B, n_outside)
-        outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(Ho * Wo, kh * kw).nonzero()  # (n_outside, 2)
-        self.zeros = pos[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
+        taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(L, kh * kw)  # (L, kh*kw)
+        # (B, H*W, C); the chunks are a strided view of its memory, so it must be contiguous (a copy unless
+        # x is channels-last)
+        self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1]).contiguous()
+        outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(L, kh * kw)  # (L, kh*kw)
+        self.chunked = dw == 1 and kw > 1 and W >= kw
+        if self.chunked:
+            # a chunk starts at the first tap of a kernel row; border pixels read a clamped (wrong) chunk, re-read below
+            starts = h.clamp(0, H - 1) * W + w[..., :1]  # (Ho, Wo, kh, 1)
+            self.starts = starts.view(L, kh).clamp(0, H * W - kw)  # (L, kh)
+            border = outside.any(1).nonzero()[:, 0]  # (n_border,) pixels
+            self.border_rows = pos[:, border]  # (B, n_border)
+            self.border_taps = taps.index_select(0, border).flatten()  # (n_border*kh*kw,)
+            outside = outside.index_select(0, border)  # (n_border, kh*kw)
+            self.zeros = outside.flatten().nonzero()[:, 0] if border.numel() else None  # positions in the re-read
+        else:
+            self.taps = taps
+            # the (pixel, tap) pairs in the padding, as positions in each sample's rows: (B, n_outside)
+            outside = outside.nonzero()  # (n_outside, 2)
+            self.zeros = pos[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
 
     def rows(self, b, n, buffer=None):
         """The first n rows of sample b's patches (pixel ``src[b, i]`` in row i): (n, kh*kw*C), in ``buffer``."""
-        out = None if buffer is None else buffer.view(-1)[: n * self.kk * self.C].view(n * self.kk, self.C)
-        taps = self.taps.index_select(0, self.src[b, :n]).flatten()  # (n*kh*kw,)
-        rows = torch.index_select(self.pixels[b], 0, taps, out=out)
+        out = None if buffer is None else buffer.view(-1)[: n * self.kk * self.C]
+        pixels = self.pixels[b]  # (H*W, C)
+        if not self.chunked:
+            taps = self.taps.index_select(0, self.src[b, :n]).flatten()  # (n*kh*kw,)
+            rows = torch.index_select(pixels, 0, taps, out=None if out is None else out.view(-1, self.C))
+            if self.zeros is not None:
+                rows.index_fill_(0, self.zeros[b], 0)
+            return rows.view(n, -1)
+        kh = self.starts.shape[1]
+        width = self.kk // kh * self.C  # kw*C
+        chunks = pixels.as_strided((pixels.shape[0] - self.kk // kh + 1, width), (self.C, 1))  # overlapping rows
+        starts = self.starts.index_select(0, self.src[b, :n]).flatten()  # (n*kh,)
+        rows = torch.index_select(chunks, 0, starts, out=None if out is None else out.view(-1, width)).view(n, -1)
         if self.zeros is not None:
-            rows.index_fill_(0, self.zeros[b], 0)
-        return rows.view(n, -1)
+            border = pixels.index_select(0, self.border_taps)  # (n_border*kh*kw, C)
+            border.index_fill_(0, self.zeros, 0)
+            rows.index_copy_(0, self.border_rows[b], border.view(-1, rows.shape[1]))
+        return rows
 
 
 class _GuideTerm:
@@ -202,7 +235,8 @@ class _RegionConvFast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, geometry, kind, x, guide, bias, *tensors):
         filters = kind(*tensors)
-        sample = filters.per_sample(transposed=True)  # b -> (m, K, C_out)
+        # the filters' (m, C_out, K) layout, multiplied transposed: no per-call transpose of the filters (or bases)
+        sample = filters.per_sample(transposed=False)  # b -> (m, C_out, K)
         B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
         L, m = Ho * Wo, guide.shape[1]
         plan = _RegionPlan(guide)
@@ -213,7 +247,7 @@ class _RegionConvFast(torch.autograd.Function):
         R = max(plan.rows)
         rows, out_buffer = x.new_empty(R, patches.kk * patches.C), x.new_empty(R, C_out)  # reused by every sample
         for b in range(B):
-            w = sample(b)  # (m, K, C_out)
+            w = sample(b).transpose(1, 2)  # (m, K, C_out), a view
             n = plan.rows[b]
             rows_b, out_b = patches.rows(b, n, rows), out_buffer[:n]  # (n, K), (n, C_out)
             if plan.padded[b]:

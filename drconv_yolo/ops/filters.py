@@ -7,7 +7,9 @@ so that neither the (B, m, C_out, C_in, k, k) filters nor their gradient ever ex
 The reference and export paths take ``materialise()``. The fast path asks, within one forward or backward pass (one
 description instance per pass: the gradient buffers live on it), for sample b's filters in the matmul layout
 (m, C_out, K), or (m, K, C_out) transposed, with K ordered (kh, kw, C_in) like its patch rows; and for a gradient
-buffer per sample in that layout, which ``reduce_grad`` folds into the description's own tensors.
+buffer per sample in that layout, which ``reduce_grad`` folds into the description's own tensors. The grouped path
+asks for every (sample, region) group's filter at once, ``grouped()`` (B*m, C_out, K), and turns a gradient in that
+layout into the description's own with ``grouped_grads``.
 """
 
 from __future__ import annotations
@@ -97,6 +99,15 @@ class ExplicitFilters(_Filters):
         """(grad_weight,) in the weight's layout."""
         return (self._unrows(self.grad_w, self.shape[:2]),)
 
+    def grouped(self) -> torch.Tensor:
+        """Every (sample, region) group's filter (B*m, C_out, K), group b*m + j."""
+        B, m, C_out = self.shape[:3]
+        return self.weight.permute(_EXPLICIT_ROWS).reshape(B * m, C_out, -1)
+
+    def grouped_grads(self, grad: torch.Tensor) -> Tuple[torch.Tensor]:
+        """(grad_weight,) from the groups' filter gradient (B*m, C_out, K)."""
+        return (self._unrows(grad, self.shape[:2]),)
+
 
 class MixedFilters(_Filters):
     """Region filters mixed from shared bases: ``weight[b, j] = sum_n coef[b, j, n] * bases[n]``.
@@ -170,3 +181,16 @@ class MixedFilters(_Filters):
     def grads(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """(grad_coef, grad_bases) in the caller's layouts."""
         return self.grad_coef, self._unrows(self.grad_bases, self.bases.shape[:1])
+
+    def grouped(self) -> torch.Tensor:
+        """Every (sample, region) group's filter (B*m, C_out, K), group b*m + j, mixed in one matmul."""
+        B, m, n = self.coef.shape
+        return torch.mm(self.coef.reshape(B * m, n), self._bases_rows(False)).view(B * m, self.out_channels, -1)
+
+    def grouped_grads(self, grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(grad_coef, grad_bases) from the groups' filter gradient (B*m, C_out, K)."""
+        B, m, n = self.coef.shape
+        grad = grad.reshape(B * m, -1)  # (B*m, C_out*K)
+        grad_coef = torch.mm(grad, self._bases_rows(False).t()).view(B, m, n)
+        grad_bases = torch.mm(self.coef.reshape(B * m, n).t(), grad)  # (n, C_out*K)
+        return grad_coef, self._unrows(grad_bases, (n,))

@@ -1,0 +1,280 @@
+"""The grouped implementation: batch-level ops only, no per-sample Python loop and no host synchronisation.
+
+The mixture-of-experts pattern with (sample, region) pairs as the experts and output pixels as the tokens: all B*L
+output pixels are sorted once by the key ``sample * m + region`` (one stable sort), their k x k patches gathered in
+that order, and one grouped matrix multiply over the G = B*m groups applies every group's filter (mixed for all groups
+in one matmul) to its rows only, the MACs of one standard conv; a gather puts the result back in pixel order.
+
+Backward recomputes the patches (nothing of size m x activation is saved) in blocks of rows taken at the same
+positions of every sample's sorted rows, whose group boundaries are computed on the device: per block, the guide term
+g_j for all m regions is one bmm with each sample's m filters (m x the MACs, inherent to the paper's gradient), the
+filter gradient one grouped product per group and the input gradient one grouped product with the filters
+transposed, scatter-added onto a zero-padded image (col2im).
+
+The group sizes are data (they stay on the device): ``torch._grouped_mm`` takes them as int32 cumulative ends where
+the device and dtype support it (float32/bfloat16/float16 on CPU, bfloat16 on CUDA from sm90, 16-byte aligned
+strides); elsewhere ``_segment_mm`` falls back to one mm per group, the only place that reads the ends on the host.
+The surrounding code is the same, so the tests check this path on CPU in float64 against the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .common import grad_dtype, guide_grad
+from .fast import argmax_regions
+from .patches import PatchGather
+
+# Backward works on max(L/m, GUIDE_BLOCK_ROWS / B) rows of every sample at a time: its guide term's block, the only
+# m-times tensor (B, rows, m, C_out), is then at most the output's size for large maps, and the patch rows (B, rows, K)
+# at most 1/m of all of them, while small maps still take one block of efficient products.
+GUIDE_BLOCK_ROWS = 2048
+
+# torch._grouped_mm needs every non-unit stride (and the data pointer) to be a multiple of this many bytes.
+GROUPED_MM_ALIGN = 16
+# where torch._grouped_mm runs: device type -> dtypes; CUDA's kernel also needs compute capability >= CUDA_MIN_SM
+GROUPED_MM_DTYPES = {
+    "cpu": (torch.float32, torch.bfloat16, torch.float16),
+    "cuda": (torch.bfloat16,),
+}
+CUDA_MIN_SM = (9, 0)
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    """Whether a matrix operand meets ``torch._grouped_mm``'s alignment rule."""
+    size = t.element_size()
+    return t.data_ptr() % GROUPED_MM_ALIGN == 0 and all(
+        s * size % GROUPED_MM_ALIGN == 0 for s, n in zip(t.stride(), t.shape) if s != 1 and n > 1
+    )
+
+
+def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch._grouped_mm`` runs for this device and dtype (alignment is checked per call).
+
+    Args:
+        device (torch.device): The operands' device.
+        dtype (torch.dtype): The operands' dtype.
+
+    Returns:
+        (bool): True where the kernel exists.
+    """
+    if not hasattr(torch, "_grouped_mm") or dtype not in GROUPED_MM_DTYPES.get(device.type, ()):
+        return False
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= CUDA_MIN_SM
+
+
+def _use_grouped_mm(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return grouped_mm_supported(a.device, a.dtype) and _aligned(a) and _aligned(b)
+
+
+def _segment_mm(a: torch.Tensor, b: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Rows of group g times group g's matrix: a (N, K), b (G, K, C), ends (G,) int32 cumulative -> (N, C).
+
+    Group g owns rows [ends[g-1], ends[g]) of a (sorted by group; a group may be empty).
+    """
+    if _use_grouped_mm(a, b):
+        return torch._grouped_mm(a, b, offs=ends)
+    out = a.new_empty(a.shape[0], b.shape[2])  # (N, C)
+    start = 0
+    for g, end in enumerate(ends.tolist()):  # the fallback's one host synchronisation
+        if end > start:
+            torch.mm(a[start:end], b[g], out=out[start:end])
+        start = end
+    return out
+
+
+def _segment_mm_tn(a: torch.Tensor, b: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Per group g, a[rows of g].T @ b[rows of g]: a (N, K), b (N, C), ends (G,) -> (G, K, C); empty groups give 0."""
+    if _use_grouped_mm(a.t(), b):
+        return torch._grouped_mm(a.t(), b, offs=ends)
+    out = a.new_zeros(ends.shape[0], a.shape[1], b.shape[1])  # (G, K, C)
+    start = 0
+    for g, end in enumerate(ends.tolist()):  # the fallback's one host synchronisation
+        if end > start:
+            torch.mm(a[start:end].t(), b[start:end], out=out[g])
+        start = end
+    return out
+
+
+class _Plan:
+    """All B*L output pixels sorted by (sample, region), on the device, without reading anything back.
+
+    ``order`` (N,) lists the flat pixel indices ``b * L + p`` group by group (pixel order within a group: a stable
+    sort), so sample b's pixels are rows [b*L, (b+1)*L) of every sorted tensor; ``ends`` (G,) int32 are the groups'
+    cumulative row counts, group ``b * m + j`` being region j of sample b.
+    """
+
+    def __init__(self, guide: torch.Tensor):
+        B, m, Ho, Wo = guide.shape
+        region = argmax_regions(guide).reshape(B, Ho * Wo)  # (B, L)
+        key = (region + torch.arange(B, device=guide.device).view(B, 1) * m).flatten()  # (N,)
+        self.order = torch.sort(key, stable=True).indices  # (N,)
+        counts = torch.zeros(B * m, dtype=torch.long, device=guide.device).scatter_add_(0, key, torch.ones_like(key))
+        self.ends = counts.cumsum(0).to(torch.int32)  # (G,)
+        # sorted.index_select(0, inverse) is back in pixel order (a gather: twice as fast as an index_copy_ scatter)
+        positions = torch.arange(key.shape[0], device=key.device)
+        self.inverse = torch.empty_like(self.order).scatter_(0, self.order, positions)  # (N,)
+
+
+def _block_ends(starts: torch.Tensor, ends: torch.Tensor, first: torch.Tensor, size: int) -> torch.Tensor:
+    """Cumulative group ends (G,) int32 of a block made of rows [first_g, first_g + size) of each group's sample.
+
+    Args:
+        starts (torch.Tensor): Every group's first row in the sorted order (G,) long.
+        ends (torch.Tensor): Every group's end row (G,) long.
+        first (torch.Tensor): The block's first sorted row in each group's sample (G,) long.
+        size (int): Rows per sample in the block.
+
+    Returns:
+        (torch.Tensor): The ends, computed on the device.
+    """
+    inside = (ends - first).clamp(0, size) - (starts - first).clamp(0, size)  # (G,) rows of each group in the block
+    return inside.cumsum(0).to(torch.int32)
+
+
+class _Blocks:
+    """The op in blocks of ``step`` sorted rows of every sample (the same positions in each), so that no tensor of
+    (N, K) or (N, m*C_out) exists. Forward (while training, where memory matters): per block one gather of the patch
+    rows, one grouped product, one scatter to pixel order. Backward: per block the patch rows are gathered again, the
+    guide term takes one batched matmul with every sample's m filters, the filter gradient one grouped product
+    (folded into the description's gradients at once) and the input gradient one grouped product scatter-added onto
+    a zero-padded image.
+
+    Args:
+        x (torch.Tensor): The input (B, C_in, H, W).
+        guide (torch.Tensor): The guide (B, m, Ho, Wo).
+        order (torch.Tensor): The plan's sorted pixels (N,).
+        ends (torch.Tensor): The plan's group ends (G,) int32.
+        filters (ExplicitFilters | MixedFilters): The filter description.
+        geometry (Geometry): The checked geometry.
+    """
+
+    def __init__(self, x, guide, order, ends, filters, geometry):
+        B, m = guide.shape[:2]
+        self.filters = filters
+        self.B, self.m, self.L = B, m, order.shape[0] // B
+        self.order = order.view(B, self.L)
+        self.w = filters.grouped()  # (G, C_out, K)
+        self.patches = PatchGather(x, geometry)
+        self.ends = ends.long()
+        self.starts = self.ends - torch.diff(self.ends, prepend=self.ends.new_zeros(1))  # (G,)
+        groups = torch.arange(B * m, device=x.device)
+        self.sample_first = groups.div(m, rounding_mode="floor") * self.L  # (G,) first sorted row of g's sample
+        self.step = min(self.L, max(-(-self.L // m), -(-GUIDE_BLOCK_ROWS // B)))
+
+    def _block(self, i):
+        """The block at sorted position i of every sample: rows per sample n, pixels (B*n,), group ends (G,)."""
+        n = min(self.step, self.L - i)
+        pixels = self.order[:, i : i + n].flatten()  # (B*n,) flat pixel indices, in block order
+        return n, pixels, _block_ends(self.starts, self.ends, self.sample_first + i, n)
+
+    def forward(self, out_rows, bias):
+        """The output rows (N, C_out), pixel order, written block by block."""
+        w_t = self.w.transpose(1, 2)  # (G, K, C_out), a view
+        for i in range(0, self.L, self.step):
+            _, pixels, block_ends = self._block(i)
+            out = _segment_mm(self.patches.rows(self.patches.index(pixels)), w_t, block_ends)  # (B*n, C_out)
+            out_rows.index_copy_(0, pixels, out if bias is None else out.add_(bias))
+
+    def backward(self, go, need_guide, need_filters, need_x):
+        """Returns g (B, L, m) sorted, the filter description's gradients (a tuple) and the padded input's gradient
+        (B*Hp*Wp, C_in); each None unless needed. ``go`` is dL/dY (N, C_out) in pixel order.
+
+        Each block's (G, C_out, K) filter gradient is folded into the description's gradients at once (for mixed
+        filters, into the small coefficient and basis gradients), so at most one such tensor exists."""
+        B, L, m, step = self.B, self.L, self.m, self.step
+        G, C_out, K = self.w.shape
+        w_all = self.w.view(B, m * C_out, K).transpose(1, 2)  # (B, K, m*C_out), a view
+        g = go.new_empty(B, L, m, dtype=grad_dtype(go.dtype)) if need_guide else None  # (B, L, m)
+        grads = None
+        grad_padded = self.patches.new_zeros() if need_x else None  # (B*Hp*Wp, C_in)
+        for i in range(0, L, step):
+            n, pixels, block_ends = self._block(i)
+            go_block = go.index_select(0, pixels)  # (B*n, C_out)
+            if need_guide or need_filters:
+                rows = self.patches.rows(self.patches.index(pixels))  # (B*n, K), recomputed
+                if need_guide:
+                    part = torch.matmul(rows.view(B, n, K), w_all).view(B, n, m, C_out)  # (B, n, m, C_out)
+                    torch.sum(part.mul_(go_block.view(B, n, 1, C_out)), 3, dtype=g.dtype, out=g[:, i : i + n])
+                    del part
+                if need_filters:
+                    part = self.filters.grouped_grads(_segment_mm_tn(go_block, rows, block_ends))
+                    grads = part if grads is None else tuple(a.add_(b) for a, b in zip(grads, part))
+                    del part
+                del rows
+            if need_x:
+                self.patches.add_rows(grad_padded, pixels, _segment_mm(go_block, self.w, block_ends))
+        return g, grads, grad_padded
+
+
+class _RegionConvGrouped(torch.autograd.Function):
+    """The grouped op as an autograd Function: ``apply(geometry, kind, training, x, guide, bias, *tensors)``, as the
+    fast one's with ``training`` (whether autograd records the call) choosing the forward's blocks."""
+
+    @staticmethod
+    def forward(ctx, geometry, kind, training, x, guide, bias, *tensors):
+        filters = kind(*tensors)
+        B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
+        plan = _Plan(guide)
+        out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out_rows = out.permute(0, 2, 3, 1).view(-1, C_out)  # (N, C_out), pixel order
+        if training:  # in blocks: the (N, K) patch rows would be the step's largest tensor
+            _Blocks(x, guide, plan.order, plan.ends, filters, geometry).forward(out_rows, bias)
+        else:  # in one go: fewer, larger ops
+            patches = PatchGather(x, geometry)
+            rows = patches.rows(patches.index(plan.order))  # (N, K), sorted
+            out_sorted = _segment_mm(rows, filters.grouped().transpose(1, 2), plan.ends)  # (N, C_out)
+            if bias is not None:
+                out_sorted = out_sorted.add_(bias)
+            torch.index_select(out_sorted, 0, plan.inverse, out=out_rows)  # pixel order
+        ctx.save_for_backward(x, guide, plan.order, plan.inverse, plan.ends, *tensors)
+        ctx.geometry, ctx.kind = geometry, kind
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, guide, order, inverse, ends, *tensors = ctx.saved_tensors
+        geometry = ctx.geometry
+        need_x, need_guide, need_bias = ctx.needs_input_grad[3:6]
+        need_filters = any(ctx.needs_input_grad[6:])
+        filters = ctx.kind(*tensors)
+        B, C_out, N = x.shape[0], filters.out_channels, order.shape[0]
+        go = grad_out.permute(0, 2, 3, 1).reshape(N, C_out)  # (N, C_out), pixel order
+        blocks = _Blocks(x, guide, order, ends, filters, geometry)
+        g, grad_filters, grad_padded = blocks.backward(go, need_guide, need_filters, need_x)
+        grad_guide = grad_x = None
+        if need_guide:
+            m, (Ho, Wo) = guide.shape[1], geometry.out_hw
+            g = g.view(N, m).index_select(0, inverse)  # (N, m), pixel order
+            grad_guide = guide_grad(guide, g.view(B, Ho, Wo, m).permute(0, 3, 1, 2))
+        if need_x:
+            grad_x = blocks.patches.unpad(grad_padded)
+        return (
+            None,  # geometry
+            None,  # kind
+            None,  # training
+            grad_x,
+            grad_guide,
+            go.sum(0) if need_bias else None,
+            *(grad_filters if need_filters else (None,) * len(tensors)),
+        )
+
+
+def grouped_conv(x, filters, guide, bias, geometry):
+    """Region-aware convolution over all (sample, region) groups at once, with no host synchronisation.
+
+    Args:
+        x (torch.Tensor): (B, C_in, H, W).
+        filters (ExplicitFilters | MixedFilters): The filter description.
+        guide (torch.Tensor): (B, m, Ho, Wo).
+        bias (torch.Tensor, optional): (C_out,).
+        geometry (Geometry): The checked geometry, kernel and output size included.
+
+    Returns:
+        (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
+    """
+    tensors = (x, guide, bias, *filters.tensors)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return _RegionConvGrouped.apply(geometry, type(filters), training, x, guide, bias, *filters.tensors)

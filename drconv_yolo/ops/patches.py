@@ -1,0 +1,85 @@
+"""Patch rows for the fast and grouped paths: the k x k patch of an output pixel as one row (kh*kw*C), ordered
+(kh, kw, C) like the filters' matmul layout, gathered from a zero-padded channels-last copy of the input.
+
+With the padding in the copy no tap needs masking, and with dilation 1 along the width the kw taps of one kernel row
+are kw*C contiguous numbers: a patch is gathered as kh chunks of kw*C (one index per kernel row, read through an
+overlapping strided view of the copy) rather than kh*kw chunks of C, which is several times faster for small C.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _zero_padded(nhwc: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, H + 2*ph, W + 2*pw, C) with zero borders: only the borders are zeroed (``F.pad`` fills
+    the whole tensor first, one more pass over it)."""
+    B, H, W, C = nhwc.shape
+    padded = nhwc.new_empty(B, H + 2 * ph, W + 2 * pw, C)
+    padded[:, :ph].zero_()
+    padded[:, ph + H :].zero_()
+    padded[:, ph : ph + H, :pw].zero_()
+    padded[:, ph : ph + H, pw + W :].zero_()
+    padded[:, ph : ph + H, pw : pw + W].copy_(nhwc)
+    return padded
+
+
+class PatchGather:
+    """The patch rows of any output pixels of one input.
+
+    Args:
+        x (torch.Tensor): Input (B, C, H, W); read without a copy of its own when channels-last and unpadded.
+        geometry (Geometry): The checked geometry, kernel and output size included.
+    """
+
+    def __init__(self, x: torch.Tensor, geometry):
+        B, C, H, W = x.shape
+        (Ho, Wo), (kh, kw) = geometry.out_hw, geometry.kernel
+        (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
+        Hp, Wp = H + 2 * ph, W + 2 * pw
+        nhwc = x.permute(0, 2, 3, 1)  # (B, H, W, C), a view
+        padded = _zero_padded(nhwc, ph, pw) if ph or pw else nhwc.contiguous()  # (B, Hp, Wp, C)
+        # a chunk is what one index reads: a kernel row's kw taps when they are adjacent pixels, else one tap
+        taps_w = 1 if dw == 1 else kw
+        width = kw * C if dw == 1 else C
+        self.source = padded.view(-1).as_strided((B * Hp * Wp - (kw - 1 if dw == 1 else 0), width), (C, 1))
+        ar = lambda n: torch.arange(n, device=x.device)  # noqa: E731
+        h = ar(Ho).view(Ho, 1, 1, 1) * sh + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
+        w = ar(Wo).view(1, Wo, 1, 1) * sw + ar(taps_w).view(1, 1, 1, taps_w) * dw  # (1, Wo, 1, taps_w)
+        self.chunks = (h * Wp + w).view(Ho * Wo, kh * taps_w)  # (L, chunks per patch), pixel offsets in a sample
+        self.sample_size, self.L, self.width = Hp * Wp, Ho * Wo, kh * kw * C
+        self.padded = padded  # keeps the copy alive while the view is in use
+        self.taps_per_chunk, self.shape, self.pad = kw if dw == 1 else 1, (B, C, H, W), (ph, pw)
+
+    def index(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Chunk indices (n*chunks per patch,) of the patches of ``pixels``, (n,) flat indices b*L + p."""
+        chunks = self.chunks.index_select(0, pixels % self.L)  # (n, chunks per patch)
+        return (chunks + (pixels // self.L).view(-1, 1) * self.sample_size).flatten()
+
+    def rows(self, index: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        """The patch rows (n, kh*kw*C) at chunk indices ``index`` (from ``index``), written into ``buffer``'s memory
+        (any tensor of at least n*kh*kw*C elements) if given."""
+        out = None
+        if buffer is not None:
+            chunk = self.source.shape[1]
+            out = buffer.view(-1)[: index.shape[0] * chunk].view(-1, chunk)
+        return torch.index_select(self.source, 0, index, out=out).view(-1, self.width)
+
+    def new_zeros(self) -> torch.Tensor:
+        """A zero gradient for the padded input, (B*Hp*Wp, C), for ``add_rows``."""
+        return self.padded.new_zeros(self.padded.numel() // self.shape[1], self.shape[1])
+
+    def add_rows(self, grad: torch.Tensor, pixels: torch.Tensor, rows: torch.Tensor) -> None:
+        """col2im: add the patch-row gradients ``rows`` (n, kh*kw*C) of ``pixels`` (n,) onto ``grad`` (B*Hp*Wp, C).
+
+        One scatter-add of every tap (deterministic on CPU; on CUDA it adds atomically, in no fixed order).
+        """
+        taps = self.index(pixels).view(-1, 1) + torch.arange(self.taps_per_chunk, device=pixels.device)  # (n*kh, kw')
+        grad.index_add_(0, taps.flatten(), rows.reshape(-1, self.shape[1]))
+
+    def unpad(self, grad: torch.Tensor) -> torch.Tensor:
+        """dL/dX (B, C, H, W) from the padded input's gradient (B*Hp*Wp, C): a view of it without the padding (not a
+        copy: the copy would be the backward's last and largest allocation)."""
+        B, C, H, W = self.shape
+        (ph, pw), (Hp, Wp) = self.pad, self.padded.shape[1:3]
+        return grad.view(B, Hp, Wp, C)[:, ph : ph + H, pw : pw + W].permute(0, 3, 1, 2)  # (B, C, H, W), strided

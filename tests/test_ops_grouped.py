@@ -1,0 +1,156 @@
+"""The grouped (GPU-style) path of region_aware_conv2d forced on CPU: exact to the reference in float64 through the
+per-group fallback, close to it through torch._grouped_mm in float32 and under bf16 autocast, no host
+synchronisation; and the rule by which "auto" picks an implementation."""
+
+import pytest
+import torch
+from test_ops import IDS, SHAPES, make_inputs, run
+
+import drconv_yolo.ops as ops
+from drconv_yolo.ops import choose_impl, grouped, region_aware_conv2d, region_aware_conv2d_mixed
+
+NAMES = ("output", "d_input", "d_weight", "d_guide", "d_bias")
+
+# aligned for torch._grouped_mm (K = k*k*C_in and C_out multiples of 8): (B, C_in, C_out, H, W, k, s, p, d, m)
+ALIGNED = [
+    (2, 8, 16, 9, 7, 3, 1, 1, 1, 4),
+    (1, 8, 8, 10, 10, 3, 2, 1, 1, 8),  # batch 1, stride 2
+    (3, 16, 8, 6, 5, 1, 1, 0, 1, 3),  # 1x1
+]
+
+
+def close(got, ref, tol, names=NAMES):
+    for name, a, b in zip(names, got, ref):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.fixture
+def grouped_mm_calls(monkeypatch):
+    """Count the calls that reach torch._grouped_mm."""
+    calls = []
+    real = torch._grouped_mm
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].dtype)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_grouped_mm", spy)
+    return calls
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_grouped_matches_reference_float64_output_and_all_grads(shape, device):
+    x, w, guide, go, conf = make_inputs(shape, device=device)
+    bias = torch.randn(shape[2], dtype=torch.float64).to(device)
+    close(run("grouped", x, w, guide, go, conf, bias), run("reference", x, w, guide, go, conf, bias), 1e-10)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2] + SHAPES[4:6], ids=IDS[:2] + IDS[4:6])
+def test_grouped_mixed_matches_materialised_reference_float64_all_grads(shape, device):
+    x, w, guide, go, conf = make_inputs(shape, device=device)
+    B, m, C_out, C_in, k, _ = w.shape
+    g = torch.Generator().manual_seed(1)
+    coef = torch.rand(B, m, 3, generator=g, dtype=torch.float64).to(device)
+    bases = (torch.randn(3, C_out, C_in, k, k, generator=g, dtype=torch.float64) / (C_in * k * k) ** 0.5).to(device)
+
+    def grads(impl):
+        leaves = [t.clone().requires_grad_(True) for t in (x, coef, bases, guide)]
+        xx, cc, bb, gg = leaves
+        if impl == "grouped":
+            y = region_aware_conv2d_mixed(xx, cc, bb, gg, *conf, impl="grouped")
+        else:
+            y = region_aware_conv2d(xx, torch.einsum("bjn,nocuv->bjocuv", cc, bb), gg, *conf, impl="reference")
+        return (y, *torch.autograd.grad(y, leaves, go))
+
+    close(grads("grouped"), grads("reference"), 1e-10, ("output", "d_input", "d_coef", "d_bases", "d_guide"))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_grouped_with_empty_regions_and_a_sample_in_one_region(batch, device):
+    x, w, guide, go, conf = make_inputs((batch, 3, 4, 7, 9, 3, 1, 1, 1, 6), device=device)
+    guide = guide.clone()
+    guide[:, 4:] = -100.0  # regions 4 and 5 empty in every sample
+    guide[0, 2] = 100.0  # sample 0 entirely in region 2
+    got, ref = run("grouped", x, w, guide, go, conf), run("reference", x, w, guide, go, conf)
+    close(got, ref, 1e-10)
+    assert torch.count_nonzero(got[2][:, 4:]) == 0  # an empty group's filter gradient is exactly zero
+
+
+@pytest.mark.parametrize("shape", ALIGNED)
+def test_grouped_mm_kernel_path_float32_matches_fallback_and_reference(shape, grouped_mm_calls, monkeypatch):
+    x, w, guide, go, conf = make_inputs(shape, torch.float32)
+    bias = torch.randn(shape[2])
+    kernel = run("grouped", x, w, guide, go, conf, bias)
+    assert grouped_mm_calls, "the aligned float32 case should reach torch._grouped_mm"
+    close(kernel, run("reference", x, w, guide, go, conf, bias), 1e-4)
+    monkeypatch.setattr(grouped, "_use_grouped_mm", lambda a, b: False)
+    close(kernel, run("grouped", x, w, guide, go, conf, bias), 1e-4)
+
+
+def test_grouped_bf16_autocast_cpu_close_to_float32(grouped_mm_calls):
+    x, w, guide, go, conf = make_inputs(ALIGNED[0], torch.float32)
+    full = run("grouped", x, w, guide, go, conf)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = run("grouped", x, w, guide, go, conf)
+    assert low[0].dtype == torch.bfloat16 and torch.bfloat16 in grouped_mm_calls
+    for name, a, b in zip(NAMES, low, full):
+        assert torch.isfinite(a).all(), name
+        assert (a.float() - b).abs().max() <= 0.05 * b.abs().max() + 1e-3, name
+
+
+def test_grouped_forward_and_backward_never_read_tensors_back_to_the_host(grouped_mm_calls, monkeypatch):
+    # everything that copies a tensor's values to Python (a device synchronisation on a GPU) raises during the call
+    x, w, guide, go, conf = make_inputs(ALIGNED[0], torch.float32)
+    coef, bases = torch.rand(2, 4, 3, requires_grad=True), torch.randn(3, 16, 8, 3, 3, requires_grad=True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, guide)]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host synchronisation in the grouped path")
+
+    with monkeypatch.context() as patch:
+        for name in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__"):
+            patch.setattr(torch.Tensor, name, forbidden)
+        patch.setattr(torch, "nonzero", forbidden)
+        y = region_aware_conv2d(*leaves, *conf, impl="grouped")
+        grads = torch.autograd.grad(y, leaves, go)
+        ym = region_aware_conv2d_mixed(leaves[0], coef, bases, leaves[2], *conf, impl="grouped")
+        grads_mixed = torch.autograd.grad(ym, (leaves[0], coef, bases, leaves[2]), go)
+    assert len(grouped_mm_calls) >= 6  # forward, filter and input gradients, both filter descriptions
+    assert all(torch.isfinite(g).all() for g in (*grads, *grads_mixed))
+
+
+@pytest.mark.parametrize(
+    "device, batch, training, expected",
+    [
+        ("cpu", 1, False, "grouped"),
+        ("cpu", 1, True, "fast"),
+        ("cpu", 8, False, "fast"),
+        ("cpu", 8, True, "fast"),
+        ("cuda", 1, True, "grouped"),
+        ("cuda", 8, False, "grouped"),
+    ],
+)
+def test_auto_rule_grouped_off_the_cpu_and_for_single_sample_inference(device, batch, training, expected):
+    assert choose_impl(torch.device(device), batch, training) == expected
+
+
+def test_auto_dispatches_by_the_rule(monkeypatch):
+    called = []
+    for name in ("fast_conv", "grouped_conv"):
+        real = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda *args, n=name, f=real: called.append(n) or f(*args))
+    x, w, guide, _, conf = make_inputs(SHAPES[1])  # batch 1
+    y = region_aware_conv2d(x, w, guide, *conf)
+    region_aware_conv2d(x, w.requires_grad_(True), guide, *conf)  # training
+    with torch.no_grad():
+        region_aware_conv2d(x, w, guide, *conf)  # inference again
+    assert called == ["grouped_conv", "fast_conv", "grouped_conv"]
+    x, w, guide, _, conf = make_inputs(SHAPES[0])  # batch 2
+    region_aware_conv2d(x, w, guide, *conf)
+    assert called[-1] == "fast_conv"
+    monkeypatch.setattr(ops, "choose_impl", lambda device, batch, training: "grouped")  # what a GPU gets
+    torch.testing.assert_close(
+        region_aware_conv2d(x, w, guide, *conf), region_aware_conv2d(x, w, guide, *conf, impl="fast")
+    )
+    assert called[-2:] == ["grouped_conv", "fast_conv"]
+    assert y.shape[0] == 1
