@@ -1,6 +1,7 @@
 """Layer and model benchmarks: DRConv2d against nn.Conv2d, and the bundled DRConv configs against their baselines.
 
-Layer benchmark (:func:`run`): DRConv2d (fast and reference op) against nn.Conv2d of the same c1, c2, k, s, in one
+Layer benchmark (:func:`run`): DRConv2d as shipped (``impl="auto"``: the op :func:`drconv_yolo.ops.choose_impl`
+picks for the device, batch and mode) and with the reference op, against nn.Conv2d of the same c1, c2, k, s, in one
 process. Model benchmark (:func:`run_model`): each bundled DRConv config (``yolov8n-drconv.yaml``, ...) against its
 baseline (``yolov8n.yaml``), both built from their YAML (no weights), fused, timed at batch 1 and 8 at 640 and 320 px
 (inference) and for a training step (forward + backward of the sum of the outputs, unfused, train mode) at batch 8,
@@ -8,8 +9,8 @@ baseline (``yolov8n.yaml``), both built from their YAML (no weights), fused, tim
 JSON; ``busy`` background processes that each hold a core can run during the measurement
 (:func:`drconv_yolo.measure.busy_processes`), so the figures of a busy machine can be reproduced.
 
-Layer benchmark details: times are medians of repeated runs, timed round-robin (conv, fast, reference, conv, ...)
-so a drift in machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and the fast path against
+Layer benchmark details: times are medians of repeated runs, timed round-robin (conv, DRConv, reference, conv, ...)
+so a drift in machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and DRConv against
 the reference) measured in the same process on the same inputs, so they are comparable across machines while
 absolute times are not. Peak memory of a training step is the high-water mark of the tensors
 allocated during forward + backward (torch profiler memory events on CPU, ``max_memory_allocated`` on CUDA),
@@ -62,13 +63,13 @@ class Row:
     s: int
     batch: int
     conv_infer_ms: float
-    fast_infer_ms: float
+    dr_infer_ms: float
     ref_infer_ms: float
     conv_train_ms: float
-    fast_train_ms: float
+    dr_train_ms: float
     ref_train_ms: float
     conv_train_peak_mb: float
-    fast_train_peak_mb: float
+    dr_train_peak_mb: float
     ref_train_peak_mb: float
 
     @property
@@ -89,7 +90,7 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def bench_shape(c1, c2, size, k, s, batch, regions=DEFAULT_REGIONS, device="cpu", repeats=DEFAULT_REPEATS) -> Row:
-    """Measure one shape and batch size: nn.Conv2d, DRConv2d with the fast op and with the reference op.
+    """Measure one shape and batch size: nn.Conv2d, DRConv2d as shipped (``impl="auto"``) and with the reference op.
 
     Args:
         c1: Input channels.
@@ -107,12 +108,12 @@ def bench_shape(c1, c2, size, k, s, batch, regions=DEFAULT_REGIONS, device="cpu"
     """
     device = torch.device(device)
     conv = nn.Conv2d(c1, c2, k, s, autopad(k)).to(device)
-    fast = DRConv2d(c1, c2, k, s, regions=regions, impl="fast").to(device)
-    ref = copy.deepcopy(fast)
+    dr = DRConv2d(c1, c2, k, s, regions=regions, impl="auto").to(device)  # what a user gets (see ops.choose_impl)
+    ref = copy.deepcopy(dr)
     ref.op.impl = "reference"
     x = torch.randn(batch, c1, size, size, device=device)
     xg = x.clone().requires_grad_(True)
-    modules = {"conv": conv, "fast": fast, "ref": ref}
+    modules = {"conv": conv, "dr": dr, "ref": ref}
     row = {}
     with torch.no_grad():
         infer = median_ms({name: functools.partial(mod, x) for name, mod in modules.items()}, device, repeats)
@@ -135,13 +136,16 @@ def summarize(rows: Sequence[Row]) -> dict:
     out = {}
     for batch in sorted({r.batch for r in rows}):
         rs = [r for r in rows if r.batch == batch]
-        infer = [r.fast_infer_ms / r.conv_infer_ms for r in rs]
+        infer = [r.dr_infer_ms / r.conv_infer_ms for r in rs]
+        train = [r.dr_train_ms / r.conv_train_ms for r in rs]
         out[f"batch{batch}"] = {
-            "fast_vs_conv_infer_median": statistics.median(infer),
-            "fast_vs_conv_infer_max": max(infer),
+            "dr_vs_conv_infer_median": statistics.median(infer),
+            "dr_vs_conv_infer_max": max(infer),
+            "dr_vs_conv_train_median": statistics.median(train),
+            "dr_vs_conv_train_max": max(train),
             "ref_vs_conv_infer_median": statistics.median(r.ref_infer_ms / r.conv_infer_ms for r in rs),
-            "fast_vs_ref_train_max": max(r.fast_train_ms / r.ref_train_ms for r in rs),
-            "fast_vs_ref_train_peak_max": max(r.fast_train_peak_mb / r.ref_train_peak_mb for r in rs),
+            "dr_vs_ref_train_max": max(r.dr_train_ms / r.ref_train_ms for r in rs),
+            "dr_vs_ref_train_peak_max": max(r.dr_train_peak_mb / r.ref_train_peak_mb for r in rs),
         }
     return out
 
@@ -149,17 +153,18 @@ def summarize(rows: Sequence[Row]) -> dict:
 def format_table(rows: Sequence[Row]) -> str:
     """Markdown table of times (ms), ratios and peak memory (MiB)."""
     head = (
-        "| shape | B | conv ms | fast ms (x conv) | ref ms (x conv) | train: conv ms | fast ms (x ref) | ref ms |"
-        " train peak MiB: conv | fast (x ref) | ref |"
+        "| shape | B | conv ms | DRConv ms (x conv) | ref ms (x conv) | train: conv ms | DRConv ms (x conv, x ref) |"
+        " ref ms | train peak MiB: conv | DRConv (x ref) | ref |"
     )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
-        ri, rt = r.fast_infer_ms / r.conv_infer_ms, r.ref_infer_ms / r.conv_infer_ms
-        ft, fm = r.fast_train_ms / r.ref_train_ms, r.fast_train_peak_mb / r.ref_train_peak_mb
+        ri, rt = r.dr_infer_ms / r.conv_infer_ms, r.ref_infer_ms / r.conv_infer_ms
+        tc, ft = r.dr_train_ms / r.conv_train_ms, r.dr_train_ms / r.ref_train_ms
+        fm = r.dr_train_peak_mb / r.ref_train_peak_mb
         lines.append(
-            f"| {r.shape} | {r.batch} | {r.conv_infer_ms:.1f} | {r.fast_infer_ms:.1f} ({ri:.2f}x)"
-            f" | {r.ref_infer_ms:.1f} ({rt:.2f}x) | {r.conv_train_ms:.1f} | {r.fast_train_ms:.1f} ({ft:.2f}x)"
-            f" | {r.ref_train_ms:.1f} | {r.conv_train_peak_mb:.1f} | {r.fast_train_peak_mb:.1f} ({fm:.2f}x)"
+            f"| {r.shape} | {r.batch} | {r.conv_infer_ms:.1f} | {r.dr_infer_ms:.1f} ({ri:.2f}x)"
+            f" | {r.ref_infer_ms:.1f} ({rt:.2f}x) | {r.conv_train_ms:.1f} | {r.dr_train_ms:.1f} ({tc:.2f}x, {ft:.2f}x)"
+            f" | {r.ref_train_ms:.1f} | {r.conv_train_peak_mb:.1f} | {r.dr_train_peak_mb:.1f} ({fm:.2f}x)"
             f" | {r.ref_train_peak_mb:.1f} |"
         )
     return "\n".join(lines)

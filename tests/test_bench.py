@@ -20,11 +20,11 @@ def test_run_writes_rows_and_a_summary_computed_from_them(tmp_path):
     ]
     rows = written["rows"]
     summary = written["summary"]["batch2"]
-    infer = sorted(r["fast_infer_ms"] / r["conv_infer_ms"] for r in rows)
-    assert abs(summary["fast_vs_conv_infer_median"] - (infer[0] + infer[1]) / 2) < 1e-12
-    assert abs(summary["fast_vs_conv_infer_max"] - infer[1]) < 1e-12
-    assert summary["fast_vs_ref_train_peak_max"] == max(r["fast_train_peak_mb"] / r["ref_train_peak_mb"] for r in rows)
-    assert all(r["fast_train_peak_mb"] > 0 and r["ref_train_peak_mb"] > 0 for r in rows)
+    infer = sorted(r["dr_infer_ms"] / r["conv_infer_ms"] for r in rows)
+    assert abs(summary["dr_vs_conv_infer_median"] - (infer[0] + infer[1]) / 2) < 1e-12
+    assert abs(summary["dr_vs_conv_infer_max"] - infer[1]) < 1e-12
+    assert summary["dr_vs_ref_train_peak_max"] == max(r["dr_train_peak_mb"] / r["ref_train_peak_mb"] for r in rows)
+    assert all(r["dr_train_peak_mb"] > 0 and r["ref_train_peak_mb"] > 0 for r in rows)
     assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
 
 
