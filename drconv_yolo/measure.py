@@ -218,6 +218,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+SIMD_LEVELS = ("avx512f", "avx2", "avx", "neon", "asimd")  # widest first: what math kernels dispatch on
+
+
+def _cpu_simd() -> str | None:
+    """The widest vector instruction set the CPU reports (oneDNN, MKL and OpenCV pick kernels by it, which changes
+    floating-point rounding: figures are comparable only between machines with the same one)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith(("flags", "Features"))), [])  # fmt: skip
+    return next((level for level in SIMD_LEVELS if level in flags), None)
+
+
 def _version(package: str) -> str | None:
     """An installed distribution's version, read from its metadata (the package itself is not imported)."""
     try:
@@ -234,7 +249,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
 
     Returns:
         ``python``, ``torch``, ``ultralytics``, ``drconv_yolo``, ``numpy``, ``platform``, ``device``, ``cpu``,
-        ``cpu_count``, ``torch_threads``, ``gpus`` (names), ``cuda`` (the CUDA version, None without a GPU).
+        ``cpu_simd``, ``opencv`` (it encodes the synthetic set's JPEGs), ``cpu_count``, ``torch_threads``, ``gpus``
+        (names), ``cuda`` (the CUDA version, None without a GPU).
     """
     import numpy
 
@@ -250,6 +266,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": device,
         "cpu": _cpu_name(),
+        "cpu_simd": _cpu_simd(),
+        "opencv": _version("opencv-python") or _version("opencv-python-headless"),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
