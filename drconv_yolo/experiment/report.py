@@ -382,8 +382,10 @@ def _settings_lines(settings: Mapping[str, Any], env: Mapping[str, Any]) -> list
         "",
         f"- python {env['python']}, torch {env['torch']}, ultralytics {env['ultralytics']}, "
         f"drconv-yolo {env['drconv_yolo']}, numpy {env['numpy']}",
-        f"- device `{env['device']}`; CPU {env['cpu']} ({env['cpu_count']} logical cores, torch threads "
-        f"{env['torch_threads']}); GPUs: {gpus}" + (f"; CUDA {env['cuda']}" if env.get("cuda") else ""),
+        f"- device `{env['device']}`; CPU {env['cpu']} ({env.get('cpu_simd') or 'SIMD unknown'}, {env['cpu_count']} "
+        f"logical cores, torch threads {env['torch_threads']}); GPUs: {gpus}"
+        + (f"; CUDA {env['cuda']}" if env.get("cuda") else "")
+        + (f"; OpenCV {env['opencv']}" if env.get("opencv") else ""),
         f"- platform {env['platform']}",
     ]
 
