@@ -5,7 +5,7 @@ logits select (argmax over the ``m`` guide channels) and, in backward, replaces 
 softmax surrogate so the guide is learned from the task loss (Chen et al., "Dynamic Region-Aware Convolution",
 CVPR 2021, Sec. 3.1).
 
-Four implementations stand behind the one call and agree to floating-point tolerance:
+Five implementations stand behind the one call and agree to floating-point tolerance:
 
 ``reference``
     The definition, kept readable for tests: computes all ``m`` responses with ``F.conv2d`` and selects one per
@@ -19,12 +19,16 @@ Four implementations stand behind the one call and agree to floating-point toler
     The same MACs with batch-level ops only and no host synchronisation (the GPU path): all B*L pixels sorted once
     by (sample, region), one grouped matrix multiply over the B*m groups (``torch._grouped_mm`` where supported, one
     mm per group otherwise), backward in row blocks of every sample.
+``mix``
+    Mixed filters only (``region_aware_conv2d_mixed``, the official generator): one standard conv with the n bases
+    (the framework's own kernel), then a per-pixel mix of the n responses by the selected region's coefficients; n x
+    the MACs of a conv, so the cheapest path for few bases. Explicit per-sample filters are refused (ValueError).
 ``onnx``
     Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
     chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
 
-``"auto"`` picks by ``choose_impl``: ``grouped`` off the CPU and for single-sample inference on CPU, ``fast`` for
-training and batches on CPU, ``onnx`` while tracing.
+``"auto"`` picks by ``choose_impl``: ``mix`` for mixed filters of at most ``MIX_MAX_BASES`` bases, else ``grouped``
+off the CPU and for single-sample inference on CPU, ``fast`` for training and batches on CPU; ``onnx`` while tracing.
 
 Gradients (all implementations, to input, weight and guide)::
 
@@ -44,6 +48,7 @@ from .export import onnx_conv
 from .fast import argmax_regions, fast_conv
 from .filters import ExplicitFilters, MixedFilters
 from .grouped import grouped_conv
+from .mixed_conv import mix_conv
 from .reference import reference_conv
 
 __all__ = [
@@ -56,12 +61,20 @@ __all__ = [
     "choose_impl",
 ]
 
-IMPLEMENTATIONS = ("auto", "fast", "grouped", "reference", "onnx")
+IMPLEMENTATIONS = ("auto", "fast", "grouped", "mix", "reference", "onnx")
 
 # "auto" on CPU takes the grouped path for inference up to this batch size: measured at the YOLOv8n bench shapes on a
 # 2-core CPU (fp32, one thread, CPU time, round-robin), it is faster there at batch 1 (median 3.2x vs 3.6x a conv,
 # worst 5.4x vs 8.1x) and slower at batch 8 (3.6x vs 2.6x).
 GROUPED_CPU_MAX_BATCH = 1
+
+# "auto" takes the mix path for mixed filters of at most this many bases: measured at the YOLOv8n bench shapes with
+# DRConv2d(regions=8) on a 2-core CPU (fp32, one thread, round-robin, batch 1 and 8), mix costs (median over the 12
+# rows, x nn.Conv2d) 1.7 / 2.5 / 4.2 for inference and 1.6 / 3.0 / 5.2 for a training step at n = 1 / 2 / 4, the fast
+# path 2.7 and 4.2 whatever n; at n = 2 mix wins 9 / 12 inference and 10 / 12 training rows (it loses the 1x1 layer's
+# training step by up to 10%), at n = 4 it wins 2 / 12 and 1 / 12. Its training peak memory is at most 0.45x the
+# reference op's for n <= 2 (0.54x at n = 4).
+MIX_MAX_BASES = 2
 
 
 def region_aware_conv2d(
@@ -85,9 +98,9 @@ def region_aware_conv2d(
         padding (int | tuple): Zero padding added to both sides.
         dilation (int | tuple): Kernel dilation.
         bias (torch.Tensor, optional): Per-output-channel bias (C_out,), shared by all regions.
-        impl (str): ``"auto"`` (see ``choose_impl``), ``"fast"``, ``"grouped"``, ``"reference"`` or ``"onnx"``; while
-            tracing or exporting the ``"onnx"`` path is always used. The ``onnx`` path has no gradient to the guide
-            (inference only).
+        impl (str): ``"auto"`` (see ``choose_impl``), ``"fast"``, ``"grouped"``, ``"reference"`` or ``"onnx"``
+            (``"mix"`` needs mixed filters: a ValueError here); while tracing or exporting the ``"onnx"`` path is
+            always used. The ``onnx`` path has no gradient to the guide (inference only).
 
     Returns:
         (torch.Tensor): Output, shape (B, C_out, H_out, W_out), in the compute dtype (the autocast dtype under
@@ -110,8 +123,8 @@ def region_aware_conv2d_mixed(
     """``region_aware_conv2d`` with filters ``weight[b, j] = sum_n coef[b, j, n] * bases[n]`` (the official generator).
 
     The fast path mixes each sample's filters into a reused buffer, so neither the (B, m, C_out, C_in, k, k) filters
-    nor their gradient is ever materialised; the grouped path mixes all B*m filters in one matmul; the other paths
-    materialise them.
+    nor their gradient is ever materialised; the grouped path mixes all B*m filters in one matmul; the mix path
+    convolves with the n bases and mixes the n responses per pixel; the other paths materialise the filters.
 
     Args:
         input (torch.Tensor): Input feature map, shape (B, C_in, H, W).
@@ -125,10 +138,17 @@ def region_aware_conv2d_mixed(
     return _region_conv(input, MixedFilters(coef, bases), guide, stride, padding, dilation, bias, impl)
 
 
-def choose_impl(device: torch.device, batch: int, training: bool) -> str:
+def choose_impl(device: torch.device, batch: int, training: bool, bases: Optional[int] = None) -> str:
     """The implementation ``impl="auto"`` runs (outside tracing, which always takes ``"onnx"``).
 
-    The rule: ``"grouped"`` off the CPU, where the fast path's per-sample loops and host synchronisations
+    The rule: ``"mix"`` for mixed filters (the official generator) of at most ``MIX_MAX_BASES`` bases, on every
+    device, batch size and mode: it runs n standard convs' MACs in the framework's own conv kernel plus an elementwise
+    mix, where the other paths cost about 2.7x (inference) and 4.2x (training step) a conv whatever n. Measured on CPU
+    at the YOLOv8n bench shapes (see ``MIX_MAX_BASES``): at n = 1 it wins every shape, batch and mode (median 1.7x a
+    conv for inference, 1.6x for training), at n = 2 most (2.5x and 3.0x), at n = 4 almost none. Off the CPU it is
+    chosen on the same ground (cuDNN's conv against the grouped path's gathers), not yet measured there.
+
+    Otherwise ``"grouped"`` off the CPU, where the fast path's per-sample loops and host synchronisations
     (``.tolist()`` of the region counts) would stall the device queue (GPU speed is not yet measured). On CPU,
     ``"grouped"`` for inference on up to ``GROUPED_CPU_MAX_BATCH`` samples, where its few batch-level ops cost less
     than the fast path's bookkeeping, and ``"fast"`` otherwise: for batches the grouped path's batch-sized temporaries
@@ -139,10 +159,13 @@ def choose_impl(device: torch.device, batch: int, training: bool) -> str:
         device (torch.device): The input's device.
         batch (int): The batch size B.
         training (bool): Whether autograd records the call (a backward will follow).
+        bases (int, optional): The number of bases n of mixed filters; None for explicit filters.
 
     Returns:
-        (str): ``"fast"`` or ``"grouped"``.
+        (str): ``"mix"``, ``"fast"`` or ``"grouped"``.
     """
+    if bases is not None and bases <= MIX_MAX_BASES:
+        return "mix"
     if device.type != "cpu" or (batch <= GROUPED_CPU_MAX_BATCH and not training):
         return "grouped"
     return "fast"
@@ -161,13 +184,19 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
         training = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, guide, bias, *filters.tensors)
         )
-        impl = choose_impl(input.device, input.shape[0], training)
+        bases = filters.bases.shape[0] if isinstance(filters, MixedFilters) else None
+        impl = choose_impl(input.device, input.shape[0], training, bases=bases)
+    if impl == "mix" and not isinstance(filters, MixedFilters):
+        raise ValueError(
+            'region_aware_conv2d: impl="mix" needs mixed filters (region_aware_conv2d_mixed, the official generator); '
+            "explicit per-sample filters have no bases to convolve with"
+        )
     dtype = compute_dtype(input)
     input, bias = input.to(dtype), None if bias is None else bias.to(dtype)
-    # fast and reference run with autocast off: their tensors are in the compute dtype already, and inside them
-    # every op keeps its dtype (out= buffers, the float32 surrogate)
-    if impl in ("fast", "grouped"):
-        conv = fast_conv if impl == "fast" else grouped_conv
+    # fast, grouped, mix and reference run with autocast off: their tensors are in the compute dtype already, and
+    # inside them every op keeps its dtype (out= buffers, the float32 surrogate)
+    if impl in ("fast", "grouped", "mix"):
+        conv = {"fast": fast_conv, "grouped": grouped_conv, "mix": mix_conv}[impl]
         with torch.autocast(input.device.type, enabled=False):
             return conv(input, filters.to(dtype), guide, bias, geometry)
     weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k), mixed under the caller's autocast
