@@ -1,7 +1,12 @@
-"""Helpers shared by the model-level tests (plain functions, not fixtures)."""
+"""Helpers shared by the op and model tests (plain functions, not fixtures)."""
+
+import contextlib
 
 import torch
 import torch.nn as nn
+
+# every way a tensor's values reach Python: a device synchronisation on a GPU
+HOST_READS = ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__")
 
 
 def randomize_bn(model: nn.Module) -> None:
@@ -21,3 +26,17 @@ def tensors(out) -> list:
         return [out]
     values = out.values() if isinstance(out, dict) else out
     return [t for v in values for t in tensors(v)]
+
+
+@contextlib.contextmanager
+def forbid_host_sync(monkeypatch, what: str):
+    """Within the block, reading a tensor's values back to Python raises an AssertionError naming ``what``."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"host synchronisation in {what}")
+
+    with monkeypatch.context() as patch:
+        for name in HOST_READS:
+            patch.setattr(torch.Tensor, name, forbidden)
+        patch.setattr(torch, "nonzero", forbidden)
+        yield

@@ -4,6 +4,7 @@ synchronisation; and the rule by which "auto" picks an implementation."""
 
 import pytest
 import torch
+from _model_helpers import forbid_host_sync
 from test_ops import IDS, SHAPES, make_inputs, run
 
 import drconv_yolo.ops as ops
@@ -104,13 +105,7 @@ def test_grouped_forward_and_backward_never_read_tensors_back_to_the_host(groupe
     coef, bases = torch.rand(2, 4, 3, requires_grad=True), torch.randn(3, 16, 8, 3, 3, requires_grad=True)
     leaves = [t.clone().requires_grad_(True) for t in (x, w, guide)]
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("host synchronisation in the grouped path")
-
-    with monkeypatch.context() as patch:
-        for name in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__"):
-            patch.setattr(torch.Tensor, name, forbidden)
-        patch.setattr(torch, "nonzero", forbidden)
+    with forbid_host_sync(monkeypatch, "the grouped path"):
         y = region_aware_conv2d(*leaves, *conf, impl="grouped")
         grads = torch.autograd.grad(y, leaves, go)
         ym = region_aware_conv2d_mixed(leaves[0], coef, bases, leaves[2], *conf, impl="grouped")

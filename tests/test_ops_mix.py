@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from _model_helpers import forbid_host_sync
 from test_ops import IDS, SHAPES, make_inputs
 
 import drconv_yolo.ops as ops
@@ -138,13 +139,7 @@ def test_mix_forward_and_backward_never_read_tensors_back_to_the_host(monkeypatc
     x, coef, bases, guide, bias, go, conf = mixed_inputs(SHAPES[0], 2, torch.float32)
     leaves = [t.clone().requires_grad_(True) for t in (x, coef, bases, guide, bias)]
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("host synchronisation in the mix path")
-
-    with monkeypatch.context() as patch:
-        for name in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__"):
-            patch.setattr(torch.Tensor, name, forbidden)
-        patch.setattr(torch, "nonzero", forbidden)
+    with forbid_host_sync(monkeypatch, "the mix path"):
         y = region_aware_conv2d_mixed(*leaves[:4], *conf, bias=leaves[4], impl="mix")
         grads = torch.autograd.grad(y, leaves, go)
     assert all(torch.isfinite(g).all() for g in grads)
