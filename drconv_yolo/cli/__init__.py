@@ -48,7 +48,7 @@ def run_subcommand(name: str, argv: List[str]) -> int:
     try:
         return int(module.run(argv) or 0)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
-        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
+        return EXIT_USER_ERROR if isinstance(e.code, str) else int(e.code or 0)
     except UserError as e:
         print(f"{PROG} {name}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import List
 
-from ..errors import EXIT_OK, EXIT_USER_ERROR
+from ..errors import EXIT_OK
 from ..evaluation import (
     DEFAULT_BATCH,
     DEFAULT_CONF,
@@ -97,10 +97,7 @@ def run(argv: List[str]) -> int:
         The exit code: 0 done, 2 a usage error (printed by argparse). Missing files and unusable inputs propagate
         as :class:`~drconv_yolo.errors.UserError` or ``OSError`` (the command line prints them and exits with 2).
     """
-    try:
-        a, _ = parse(build_parser(), argv)
-    except SystemExit as e:  # --help or a usage error, already printed by argparse
-        return EXIT_USER_ERROR if isinstance(e.code, str) else int(e.code or EXIT_OK)
+    a, _ = parse(build_parser(), argv)  # --help and usage errors exit through argparse (the dispatcher's codes)
     options = {k: v for k, v in vars(a).items() if v is not None}  # named as evaluate()'s parameters
     evaluate(options.pop("model"), options.pop("data"), **options)
     return EXIT_OK

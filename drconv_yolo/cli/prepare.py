@@ -254,11 +254,9 @@ def run(argv: List[str]) -> int:
         :class:`~drconv_yolo.errors.UserError` (the command line prints them and exits with 2).
     """
     parser, datasets = build_parser()
-    try:
-        if not argv or argv[0] not in datasets:
-            parser.parse_args(argv)  # prints the help, or the usage error of a missing or unknown dataset
-            return EXIT_USER_ERROR
-        args, _ = parse(datasets[argv[0]], argv[1:])
-    except SystemExit as e:  # --help or a usage error, already printed by argparse
-        return EXIT_USER_ERROR if isinstance(e.code, str) else int(e.code or EXIT_OK)
+    # --help and usage errors exit through argparse; the dispatcher turns them into its exit codes
+    if not argv or argv[0] not in datasets:
+        parser.parse_args(argv)  # prints the help, or the usage error of a missing or unknown dataset
+        return EXIT_USER_ERROR
+    args, _ = parse(datasets[argv[0]], argv[1:])
     return SUBCOMMANDS[argv[0]].run(args)
