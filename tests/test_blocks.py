@@ -126,12 +126,14 @@ def test_block_output_follows_the_region_of_each_pixel():
         ({"groups": 2}, "unknown option(s) ['groups']"),
         ({"regions": 0}, "option 'regions' must be an int >= 1, got 0"),
         ({"generator": "paper", "bases": 2}, "option 'bases' belongs to generator 'official'"),
+        ("not a list", "args must be a list, got 'not a list'"),
     ],
 )
 def test_wrong_block_options_raise_error_naming_layer_and_option(options, message):
     import re
 
-    d = {"nc": 3, "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C2f_DRConv", [32, True, options]]],
+    args = [32, True, options] if isinstance(options, dict) else options
+    d = {"nc": 3, "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C2f_DRConv", args]],
          "head": [[[-1], 1, "Detect", ["nc"]]]}  # fmt: skip
     with pytest.raises(plugin.DRConvYAMLError, match=r"model YAML layer 1 \(C2f_DRConv\): " + re.escape(message)):
         tasks.parse_model(d, ch=3, verbose=False)

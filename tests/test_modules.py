@@ -221,3 +221,10 @@ def test_onnx_export_uses_standard_ops_and_matches_pytorch_at_batch_1_and_4():
         got = session.run(None, {"x": x.numpy()})[0]
         assert got.shape == expected.shape
         assert abs(got - expected).max() < 1e-4, shape
+
+
+def test_layer_without_own_guide_needs_one_passed_in():
+    layer = DRConv2d(4, 8, 1, own_guide=False)
+    with pytest.raises(ValueError, match="no guide conv of its own \\(own_guide=False\\): pass guide="):
+        layer(torch.randn(1, 4, 5, 5))
+    assert layer(torch.randn(1, 4, 5, 5), torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
