@@ -20,7 +20,7 @@ from typing import Iterator, Tuple
 import torch
 import torch.nn as nn
 
-from .modules import DEFAULT_REGIONS, DRConv
+from .modules import DEFAULT_REGIONS, DRConv, centre_guide
 
 __all__ = ["C2f_DRConv", "C3k2_DRConv", "guided_layers"]
 
@@ -35,12 +35,28 @@ class C2f_DRConv(nn.Module):  # noqa: N801  (the name users write in a model YAM
         m (nn.ModuleList): The n inner modules, each c -> c (Bottleneck, C3k, ...).
         act (bool | nn.Module): Activation of the two DRConvs (as Conv's ``act``).
         regions (int): Number of regions m of the shared mask.
+        centre_guide (bool): Centre the shared mask's logits per image (see :func:`drconv_yolo.modules.centre_guide`);
+            default False, the paper's mask.
         **kwargs: DRConv options for both convs (``generator``, ``bases``, ``hidden``, ``impl``).
     """
 
-    def __init__(self, c1: int, c2: int, c: int, m: nn.ModuleList, act=True, regions: int = DEFAULT_REGIONS, **kwargs):
+    centre_guide = False  # class default, as DRConv2d's
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        c: int,
+        m: nn.ModuleList,
+        act=True,
+        regions: int = DEFAULT_REGIONS,
+        centre_guide: bool = False,
+        **kwargs,
+    ):
         super().__init__()
         self.c = c
+        if centre_guide:
+            self.centre_guide = True
         self.guide = nn.Conv2d(c1, regions, 1)  # the block's one guided mask, shared by cv1 and cv2
         self.cv1 = DRConv(c1, 2 * c, 1, 1, act=act, regions=regions, own_guide=False, **kwargs)
         self.cv2 = DRConv((2 + len(m)) * c, c2, 1, act=act, regions=regions, own_guide=False, **kwargs)
@@ -51,13 +67,18 @@ class C2f_DRConv(nn.Module):  # noqa: N801  (the name users write in a model YAM
         """Number of regions m."""
         return self.guide.out_channels
 
+    def guide_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared mask's logits (B, m, H, W), centred if ``centre_guide``."""
+        guide = self.guide(x)
+        return centre_guide(guide) if self.centre_guide else guide
+
     def regions_map(self, x: torch.Tensor) -> torch.Tensor:
         """The block's guided mask (B, H, W) for input x."""
-        return self.guide(x).argmax(1)
+        return self.guide_logits(x).argmax(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, c1, H, W) -> (B, c2, H, W)."""
-        guide = self.guide(x)  # (B, m, H, W)
+        guide = self.guide_logits(x)  # (B, m, H, W)
         y = list(self.cv1(x, guide).chunk(2, 1))
         y.extend(m(y[-1]) for m in self.m)
         return self.cv2(torch.cat(y, 1), guide)

@@ -14,9 +14,10 @@ For every module that makes a guided mask (a DRConv with its own guide, or a DRC
     ``used == 1``: the layer acts as one static conv for every pixel.
 
 During training the statistics come for free from the validation pass: a hook on each guide conv counts the chosen
-regions (``on_train_epoch_end`` attaches the hooks to the model Ultralytics validates, ``on_val_end`` removes them
-before the checkpoint is saved, ``on_fit_epoch_end`` logs one line per epoch and writes ``region_stats.json`` in
-the run folder). ``register()`` adds these
+regions (``on_train_epoch_end`` names the model Ultralytics is about to validate, ``on_val_start`` attaches the hooks
+to it - only when a validation does run: with ``val=False`` most epochs have none - ``on_val_end`` removes them
+before the checkpoint is saved, ``on_fit_epoch_end`` logs one line per validated epoch and writes
+``region_stats.json`` in the run folder). ``register()`` adds these
 callbacks to every Ultralytics trainer; ``DRCONV_YOLO_REGION_STATS=0`` turns them off.
 """
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import C2f_DRConv, guided_layers
+from .modules import centre_guide
 from .io import atomic_write_json
 
 __all__ = ["CALLBACKS", "STATS_FILE", "RegionCounter", "enabled", "format_stats", "histogram_stats", "read_stats"]
@@ -38,7 +40,8 @@ __all__ = ["CALLBACKS", "STATS_FILE", "RegionCounter", "enabled", "format_stats"
 USED_SHARE = 0.01  # a region counts as used when it holds at least 1% of the pixels
 STATS_FILE = "region_stats.json"
 ENV = "DRCONV_YOLO_REGION_STATS"
-_ATTR = "_drconv_region_counter"  # where the trainer keeps the epoch's counter between the two callbacks
+_ATTR = "_drconv_region_counter"  # where the validator keeps the epoch's counter between the callbacks
+_PENDING = "_drconv_region_model"  # the model the next validation of the trainer's validator will run
 
 
 def enabled() -> bool:
@@ -65,8 +68,9 @@ def histogram_stats(counts: Sequence[float], per_image: Optional[Sequence[float]
             "share": share, "collapsed": used == 1}  # fmt: skip
 
 
-def _guide_conv(module: nn.Module) -> nn.Module:
-    return module.guide if isinstance(module, C2f_DRConv) else module.conv.guide
+def _guide_owner(module: nn.Module) -> nn.Module:
+    """The module holding the guide conv and the ``centre_guide`` flag (a block, or a DRConv's DRConv2d)."""
+    return module if isinstance(module, C2f_DRConv) else module.conv
 
 
 class RegionCounter:
@@ -80,10 +84,15 @@ class RegionCounter:
         self.layers = list(guided_layers(model))
         self.counts: Dict[str, torch.Tensor] = {}
         self.per_image: Dict[str, List[float]] = {name: [] for name, _ in self.layers}
-        self._handles = [_guide_conv(m).register_forward_hook(self._hook(name)) for name, m in self.layers]
+        self._handles = []
+        for name, m in self.layers:
+            owner = _guide_owner(m)
+            self._handles.append(owner.guide.register_forward_hook(self._hook(name, owner.centre_guide)))
 
-    def _hook(self, name: str):
-        def hook(module, inputs, logits):  # logits (B, m, Ho, Wo)
+    def _hook(self, name: str, centred: bool):
+        def hook(module, inputs, logits):  # logits (B, m, Ho, Wo), before centring
+            if centred:
+                logits = centre_guide(logits)
             B, m = logits.shape[:2]
             region = logits.detach().argmax(1).flatten(1)  # (B, Ho*Wo)
             ones = torch.ones_like(region, dtype=torch.float)
@@ -120,13 +129,21 @@ def format_stats(stats: Dict[str, Dict[str, Any]]) -> str:
 # Ultralytics trainer callbacks (added to every trainer by register())
 # ----------------------------------------------------------------------------------------------------------------
 def on_train_epoch_end(trainer) -> None:
-    """Attach a RegionCounter to the model about to be validated (the EMA model, as Ultralytics validates)."""
+    """Name the model the epoch's validation will run (the EMA model, as Ultralytics validates), if it has DRConv."""
     validator = getattr(trainer, "validator", None)
-    if not enabled() or validator is None or getattr(validator, _ATTR, None) is not None:
+    if not enabled() or validator is None:
         return
     model = trainer.ema.ema if getattr(trainer, "ema", None) is not None else trainer.model
     model = getattr(model, "module", model)  # DDP
-    if next(guided_layers(model), None) is not None:
+    setattr(validator, _PENDING, model if next(guided_layers(model), None) is not None else None)
+
+
+def on_val_start(validator) -> None:
+    """Attach a RegionCounter to the model named at the end of the training epoch (hooks exist only while validating:
+    a hook left on the model would break the checkpoint's pickling when the epoch has no validation)."""
+    model = getattr(validator, _PENDING, None)
+    setattr(validator, _PENDING, None)  # the final validation of best.pt is not an epoch's
+    if model is not None and getattr(validator, _ATTR, None) is None:
         setattr(validator, _ATTR, RegionCounter(model))
 
 
@@ -163,4 +180,9 @@ def read_stats(path: Path) -> List[Dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
-CALLBACKS = {"on_train_epoch_end": on_train_epoch_end, "on_val_end": on_val_end, "on_fit_epoch_end": on_fit_epoch_end}
+CALLBACKS = {
+    "on_train_epoch_end": on_train_epoch_end,
+    "on_val_start": on_val_start,
+    "on_val_end": on_val_end,
+    "on_fit_epoch_end": on_fit_epoch_end,
+}

@@ -33,11 +33,23 @@ __all__ = [
     "PaperFilterGenerator",
     "GlobalAvgPool",
     "GENERATORS",
+    "centre_guide",
 ]
 
 
 DEFAULT_REGIONS = 8  # m, the paper's choice for classification and detection
 DEFAULT_BASES = 8  # n base kernels of the official generator, as in the authors' code
+
+
+def centre_guide(guide: torch.Tensor) -> torch.Tensor:
+    """Guide logits (B, m, H, W) minus each image's spatial mean per region channel (the ``centre_guide`` option).
+
+    The paper's mask is the argmax of the raw logits: a region whose logit is raised everywhere (a bias, or a weight
+    on the input's mean) wins everywhere, and its straight-through gradient can keep raising it, so a layer collapses
+    to one region. After centring, a uniform shift of one channel changes nothing (it is removed, and so is its
+    gradient): a region can only win where its logit is high *relative to the rest of the image*.
+    """
+    return guide - guide.mean((2, 3), keepdim=True)
 
 
 def autopad(k: int, p: Optional[int] = None, d: int = 1) -> int:
@@ -187,6 +199,7 @@ class PaperFilterGenerator(nn.Module):
 
 GENERATORS = {"official": OfficialFilterGenerator, "paper": PaperFilterGenerator}
 GENERATOR_OPTIONS = {"official": ("bases",), "paper": ("hidden",)}  # the options each generator takes
+COMMON_OPTIONS = ["regions", "generator", "impl", "centre_guide"]  # the options every DRConv takes
 
 
 def _is_int(value) -> bool:
@@ -201,13 +214,16 @@ class OptionError(ValueError):
         self.option, self.problem = option, problem
 
 
-def check_options(regions: int, generator: str = "official", impl: str = "auto", **generator_kwargs) -> None:
+def check_options(
+    regions: int, generator: str = "official", impl: str = "auto", centre_guide: bool = False, **generator_kwargs
+) -> None:
     """Check DRConv's options before anything is built.
 
     Args:
         regions (int): Number of regions m, an int >= 1.
         generator (str): One of ``GENERATORS``.
         impl (str): One of ``IMPLEMENTATIONS``.
+        centre_guide (bool): Whether the guide logits are centred (see :func:`centre_guide`).
         **generator_kwargs: The chosen generator's options only: ``bases`` (int >= 1) for ``official``, ``hidden``
             (a positive multiple of ``regions``) for ``paper``.
 
@@ -220,11 +236,13 @@ def check_options(regions: int, generator: str = "official", impl: str = "auto",
         raise OptionError("generator", f"must be one of {list(GENERATORS)}, got {generator!r}")
     if impl not in IMPLEMENTATIONS:
         raise OptionError("impl", f"must be one of {list(IMPLEMENTATIONS)}, got {impl!r}")
+    if not isinstance(centre_guide, bool):
+        raise OptionError("centre_guide", f"must be true or false, got {centre_guide!r}")
     for key in generator_kwargs:
         if key not in GENERATOR_OPTIONS[generator]:
             owner = [g for g, keys in GENERATOR_OPTIONS.items() if key in keys]
             if not owner:
-                raise OptionError(key, f"is not a DRConv option (options: {['regions', 'generator', 'impl']} and "
+                raise OptionError(key, f"is not a DRConv option (options: {COMMON_OPTIONS} and "
                                   f"{GENERATOR_OPTIONS})")  # fmt: skip
             raise OptionError(key, f"belongs to generator {owner[0]!r}, not to generator {generator!r}")
     bases, hidden = generator_kwargs.get("bases"), generator_kwargs.get("hidden")
@@ -283,6 +301,9 @@ class DRConv2d(nn.Module):
         impl (str): Op implementation: ``"auto"``, ``"fast"``, ``"grouped"``, ``"reference"`` or ``"onnx"``.
         own_guide (bool): Hold a guide conv (default). False for a DRConv whose guided mask comes from outside,
             as in a block whose DRConvs share one mask: ``forward(x, guide)`` then needs it.
+        centre_guide (bool): Centre the own guide's logits per image before the argmax (see :func:`centre_guide`),
+            a remedy for layers that collapse to one region; default False, the paper's mask. A guide passed to
+            ``forward`` is used as given (its owner centres it).
         **generator_kwargs: Passed to the generator (``bases`` for official, ``hidden`` for paper).
     """
 
@@ -290,6 +311,7 @@ class DRConv2d(nn.Module):
     # a state dict of a newer layout is refused by name rather than loaded wrongly. When the layout changes, bump
     # this and convert the older layouts in _load_from_state_dict.
     _version = 1
+    centre_guide = False  # class default: modules pickled before the option existed have no such attribute
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
         version = local_metadata.get("version")
@@ -314,6 +336,7 @@ class DRConv2d(nn.Module):
         generator: str = "official",
         impl: str = "auto",
         own_guide: bool = True,
+        centre_guide: bool = False,
         **generator_kwargs,
     ):
         super().__init__()
@@ -323,12 +346,14 @@ class DRConv2d(nn.Module):
         if k % 2 == 0:
             raise ValueError(f"DRConv2d: kernel size k must be odd, got {k}")
         try:
-            check_options(regions, generator, impl, **generator_kwargs)
+            check_options(regions, generator, impl, centre_guide, **generator_kwargs)
         except ValueError as e:
             raise ValueError(f"DRConv2d: {e}") from None
         p = autopad(k, p, d)
         self.c1, self.c2, self.k, self.s, self.p, self.d, self.regions = c1, c2, k, s, p, d, regions
         self.guide = nn.Conv2d(c1, regions, k, s, p, dilation=d) if own_guide else None
+        if centre_guide:
+            self.centre_guide = True
         self.generator = GENERATORS[generator](c1, c2, k, regions, **generator_kwargs)
         self.op = RegionAwareConv(s, p, d, impl)
         self.bias = nn.Parameter(torch.zeros(c2)) if bias else None
@@ -342,15 +367,20 @@ class DRConv2d(nn.Module):
         if guide is None:
             if self.guide is None:
                 raise ValueError("DRConv2d: this layer has no guide conv of its own (own_guide=False): pass guide=")
-            guide = self.guide(x)
+            guide = self.guide_logits(x)
         gen = self.generator
         if isinstance(gen, OfficialFilterGenerator):  # let the op mix the filters: they are never materialised
             return self.op(x, None, guide, self.bias, gen.coefficients(x), gen.bases_5d())
         return self.op(x, gen(x), guide, self.bias)
 
+    def guide_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The own guide's logits (B, m, Ho, Wo), centred if ``centre_guide``."""
+        guide = self.guide(x)
+        return centre_guide(guide) if self.centre_guide else guide
+
     def regions_map(self, x: torch.Tensor) -> torch.Tensor:
         """The guided mask: region index (B, Ho, Wo) chosen at each output pixel (own guide conv only)."""
-        return self.guide(x).argmax(1)
+        return self.guide_logits(x).argmax(1)
 
     @torch.no_grad()
     def init_from_conv_(self, conv: nn.Conv2d) -> None:
@@ -383,7 +413,8 @@ class DRConv2d(nn.Module):
         self.op.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.c1}, {self.c2}, k={self.k}, s={self.s}, p={self.p}, d={self.d}, regions={self.regions}"
+        centred = ", centre_guide=True" if self.centre_guide else ""
+        return f"{self.c1}, {self.c2}, k={self.k}, s={self.s}, p={self.p}, d={self.d}, regions={self.regions}{centred}"
 
 
 class DRConv(nn.Module):
@@ -399,7 +430,7 @@ class DRConv(nn.Module):
         d (int): Dilation.
         act (bool | nn.Module): True for SiLU, a module to use it, anything else for identity.
         regions (int): Number of regions m.
-        **kwargs: Passed to ``DRConv2d`` (``generator``, ``impl``, ``bases``, ``hidden``).
+        **kwargs: Passed to ``DRConv2d`` (``generator``, ``impl``, ``centre_guide``, ``bases``, ``hidden``).
     """
 
     default_act = nn.SiLU()

@@ -55,7 +55,7 @@ _LOCK = threading.RLock()
 _ORIGINALS: Dict[tuple, Any] = {}  # (owner, attribute) -> original value, for unregister()
 _MARK = "_drconv_yolo_patched"
 DRCONV_ARGS = ("c2", "k", "s", "regions", "kwargs")  # what a DRConv YAML row may hold, in order
-DRCONV_KWARGS = ("generator", "bases", "hidden", "impl")
+DRCONV_KWARGS = ("generator", "bases", "hidden", "impl", "centre_guide")
 # a DRConv row of a model YAML is built as the Ultralytics module it replaces (its proxy), then swapped
 PROXIES = {"DRConv": "Conv", "C2f_DRConv": "C2f", "C3k2_DRConv": "C3k2"}
 BLOCKS = {"C2f_DRConv": C2f_DRConv, "C3k2_DRConv": C3k2_DRConv}

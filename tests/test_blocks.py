@@ -127,6 +127,7 @@ def test_block_output_follows_the_region_of_each_pixel():
         ({"regions": 0}, "option 'regions' must be an int >= 1, got 0"),
         ({"generator": "paper", "bases": 2}, "option 'bases' belongs to generator 'official'"),
         ("not a list", "args must be a list, got 'not a list'"),
+        ({"centre_guide": "yes"}, "option 'centre_guide' must be true or false, got 'yes'"),
     ],
 )
 def test_wrong_block_options_raise_error_naming_layer_and_option(options, message):
@@ -137,6 +138,19 @@ def test_wrong_block_options_raise_error_naming_layer_and_option(options, messag
          "head": [[[-1], 1, "Detect", ["nc"]]]}  # fmt: skip
     with pytest.raises(plugin.DRConvYAMLError, match=r"model YAML layer 1 \(C2f_DRConv\): " + re.escape(message)):
         tasks.parse_model(d, ch=3, verbose=False)
+
+
+def test_centre_guide_option_reaches_the_block_mask_from_yaml():
+    d = {"nc": 3, "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C2f_DRConv", [32, True, {"centre_guide": True}]]],
+         "head": [[[-1], 1, "Detect", ["nc"]]]}  # fmt: skip
+    model, _ = tasks.parse_model(d, ch=3, verbose=False)
+    block = model[1].eval()
+    assert block.centre_guide and not block.cv1.conv.centre_guide  # the block centres its one shared mask
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        block.guide.bias[0] += 50.0  # would collapse the paper's mask to region 0
+        assert torch.equal(block.regions_map(x), (block.guide(x) - block.guide(x).mean((2, 3), keepdim=True)).argmax(1))
+        assert block.regions_map(x).unique().numel() > 1
 
 
 @pytest.mark.parametrize("cfg", ["yolov8n-drconv-blocks.yaml", "yolo11n-drconv-blocks.yaml"])

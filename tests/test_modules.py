@@ -204,10 +204,11 @@ def export_onnx(layer: nn.Module, x: torch.Tensor, dynamic: bool) -> bytes:
     return buffer.getvalue()
 
 
-def test_onnx_export_uses_standard_ops_and_matches_pytorch_at_batch_1_and_4():
+@pytest.mark.parametrize("centred", [False, True])
+def test_onnx_export_uses_standard_ops_and_matches_pytorch_at_batch_1_and_4(centred):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    layer = DRConv(8, 16, 3, 2, regions=4).eval()
+    layer = DRConv(8, 16, 3, 2, regions=4, centre_guide=centred).eval()
     randomize_bn(layer.bn)
     model = export_onnx(layer, torch.randn(1, 8, 17, 12), dynamic=True)
     ops = {n.op_type for n in onnx.load_from_string(model).graph.node}
@@ -228,3 +229,44 @@ def test_layer_without_own_guide_needs_one_passed_in():
     with pytest.raises(ValueError, match="no guide conv of its own \\(own_guide=False\\): pass guide="):
         layer(torch.randn(1, 4, 5, 5))
     assert layer(torch.randn(1, 4, 5, 5), torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
+
+
+def test_centred_guide_ignores_a_uniform_shift_of_one_region_logit():
+    # the paper's mask collapses when one region's logit is raised everywhere; the centred mask does not see the shift
+    torch.manual_seed(0)
+    plain, centred = DRConv2d(4, 6, 3, regions=4), DRConv2d(4, 6, 3, regions=4, centre_guide=True)
+    centred.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 9, 7)
+    with torch.no_grad():
+        before = centred(x)
+        for layer in (plain, centred):
+            layer.guide.bias[2] += 50.0
+    assert (plain.regions_map(x) == 2).all()  # collapsed
+    assert centred.regions_map(x).unique().numel() == 4
+    with torch.no_grad():
+        torch.testing.assert_close(centred(x), before, rtol=1e-5, atol=1e-5)  # float32 rounding of the shift only
+
+
+def test_centred_guide_gives_the_guide_bias_no_gradient():
+    torch.manual_seed(0)
+    layer = DRConv2d(4, 6, 3, regions=4, centre_guide=True).double()
+    layer(torch.randn(2, 4, 9, 7, dtype=torch.float64)).square().sum().backward()
+    assert layer.guide.weight.grad.abs().max() > 1e-3  # the guide still learns ...
+    assert layer.guide.bias.grad.abs().max() < 1e-12  # ... but not a uniform offset (zero up to rounding)
+
+
+def test_centre_guide_option_is_checked_and_shown():
+    assert "centre_guide=True" in repr(DRConv(4, 6, 3, centre_guide=True))
+    assert "centre_guide" not in repr(DRConv(4, 6, 3))
+    with pytest.raises(ValueError, match="centre_guide must be true or false, got 1"):
+        DRConv2d(4, 6, 3, centre_guide=1)
+
+
+def test_module_pickled_before_centre_guide_existed_uses_the_papers_mask():
+    layer = DRConv2d(4, 6, 3, regions=4)
+    state = layer.__dict__.copy()
+    restored = DRConv2d.__new__(DRConv2d)
+    restored.__dict__.update(state)  # as unpickling an old module: no instance attribute
+    assert "centre_guide" not in restored.__dict__ and restored.centre_guide is False
+    x = torch.randn(1, 4, 6, 6)
+    assert torch.equal(restored.regions_map(x), layer.guide(x).argmax(1))
