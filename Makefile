@@ -4,7 +4,7 @@ PY ?= python3
 OLDEST_ULTRALYTICS ?= 8.3.253
 OLDEST_VENV ?= .venv-oldest
 
-.PHONY: install test test-newest test-oldest test-env demo bench bench-model lint
+.PHONY: install test test-newest test-oldest test-env demo study bench bench-model lint
 
 # Every process the tests start reads Ultralytics settings from a throw-away folder (one per command), never the
 # user's ~/.config/Ultralytics; and nothing is downloaded or pip-installed by Ultralytics.
@@ -39,6 +39,9 @@ test-env:  ## print the settings folder the test commands use (tests check it is
 
 demo: install  ## the main job on the built-in default: synthetic data, YOLOv8n vs YOLOv8n-DRConv
 	drconv-yolo demo
+
+study: install  ## the where-DRConv-pays-off study (about 2 h on 2 CPU cores, resumable): runs/study
+	bash scripts/study.sh runs/study
 
 bench: install  ## the layer benchmark (table + bench_results/drconv_layer.json)
 	drconv-yolo bench

@@ -6,6 +6,7 @@
     drconv-yolo regions  ...   draw the guided masks (regions) each DRConv layer or block chose on an image
     drconv-yolo bench    ...   layer benchmark (DRConv2d vs nn.Conv2d); --model: DRConv configs vs their baselines
     drconv-yolo demo     ...   the built-in default: prepare the synthetic set and compare YOLOv8n with/without DRConv
+    drconv-yolo contrast ...   an arm's gain on one dataset against its gain on a control dataset (two compare runs)
     drconv-yolo <anything else>   e.g. train/val/predict/export model=... : registers DRConv, then runs ``yolo``
 
 Registration here does not depend on the start-up hook, so ``drconv-yolo train ...`` works with
@@ -29,6 +30,7 @@ SUBCOMMANDS = {
     "regions": "regions",
     "bench": "bench",
     "demo": "demo",
+    "contrast": "contrast",
 }
 NEEDS_ULTRALYTICS = ("compare", "eval", "regions", "demo", "_worker")
 PROG = "drconv-yolo"

@@ -7,6 +7,7 @@
 * :mod:`~.process`: the worker dies with its comparison; one comparison at a time per output folder.
 * :mod:`~.report` and :mod:`~.plots`: statistics, tables, report.md, CSV, JSON and PNGs; :mod:`~.intervals`: the
   paired confidence intervals (Student's t without SciPy).
+* :mod:`~.contrast`: an arm's paired gain on a main dataset against its gain on a control dataset.
 * :mod:`~.demo_profiles`: the built-in default, :func:`demo`, with its profiles and time model.
 """
 
