@@ -444,7 +444,7 @@ def test_demo_prepares_the_dataset_and_compares_yolov8n_arms(tmp_path, monkeypat
     assert seen["models"] == list(experiment.DEMO_MODELS) == ["yolov8n.yaml", "yolov8n-drconv.yaml"]
     assert (seen["seeds"], seen["epochs"], seen["imgsz"], seen["batch"]) == (q["seeds"], 2, q["imgsz"], q["batch"])
     assert (
-        seen["overrides"] == {**experiment.DEMO_TRAIN, "lr0": 0.02}
+        seen["overrides"] == {**experiment.DEMO_TRAIN, "nbs": q["batch"], "lr0": 0.02}  # a step every batch
         and seen["device"] == "cpu"
         and seen["out"] == str(tmp_path / "demo")
     )

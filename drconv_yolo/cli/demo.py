@@ -13,7 +13,8 @@ USAGE = "drconv-yolo demo [--quick] [--out DIR] [--device DEV] [options] [key=va
 DESCRIPTION = (
     "The built-in comparison: generate (or reuse) the synthetic aerial-scene dataset and compare YOLOv8n "
     "(yolov8n.yaml) with YOLOv8n + DRConv (yolov8n-drconv.yaml) from scratch, several seeds, identical recipe. "
-    f"Default profile: {DEMO_PROFILES['default']} with train arguments {DEMO_TRAIN} (about 10 minutes on 2 CPU "
+    f"Default profile: {DEMO_PROFILES['default']} with train arguments {DEMO_TRAIN} and nbs = the batch size (an "
+    "optimizer step every batch; about 12 minutes on 2 CPU "
     "cores). --quick: a smoke profile of about 1-2 minutes. Options and key=value Ultralytics arguments override the "
     "profile."
 )

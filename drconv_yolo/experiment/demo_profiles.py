@@ -17,10 +17,11 @@ __all__ = ["DEMO_MODELS", "DEMO_PROFILES", "DEMO_TRAIN", "demo", "demo_profile",
 
 DEMO_MODELS = ("yolov8n.yaml", "yolov8n-drconv.yaml")
 # A short from-scratch schedule, the same for both arms: warm-up over 1 epoch, no mosaic (it shrinks the objects of
-# small images further), AdamW at a higher learning rate than Ultralytics' auto choice so a 12-epoch run learns
-# something (measured on the default profile: mAP50-95 about 0.05 after 12 epochs for both arms, about 0.01 with the
-# auto optimizer). Chosen by measurement on 2 shared CPU cores: the default profile ends within 15 minutes there.
-DEMO_TRAIN = {"warmup_epochs": 1, "mosaic": 0.0, "optimizer": "AdamW", "lr0": 0.004}
+# small images further), AdamW, and an optimizer step after every batch: demo() sets Ultralytics' nominal batch size
+# ``nbs`` to the batch size (its default, 64, accumulates 64/batch batches per step: 16 at batch 4, so the 12-epoch
+# default profile took 30 steps and reached mAP50-95 of about 0.05). Chosen by measurement on 2 shared CPU cores: the
+# default profile ends within 15 minutes there.
+DEMO_TRAIN = {"warmup_epochs": 1, "mosaic": 0.0, "optimizer": "AdamW", "lr0": 0.002}
 DEMO_PROFILES = {
     "default": {
         "n_train": 160,
@@ -47,11 +48,11 @@ DEMO_OUT = {"default": "runs/demo", "quick": "runs/demo-quick"}
 DATA_SEED = 0  # the synthetic dataset is the same for every demo of a profile
 DATA_KEYS = ("n_train", "n_val", "imgsz", "object_scale")  # what changes the dataset (another folder then)
 
-# The time model, measured on 2 CPU cores at 128 px, batch 4: seconds per training image per epoch for (baseline,
-# DRConv arm), per-epoch validation and checkpoints included, and the fixed cost of one run (process start,
-# evaluation, latency), half of which grows with the pixels. The full default demo took 9.4 minutes there (4 runs:
-# 1.4 min per baseline run, 3.0-3.5 min per DRConv run).
-COST_IMG_S = (0.040, 0.095)
+# The time model, measured on 2 CPU cores at 128 px, batch 4 (an optimizer step every batch): seconds per training
+# image per epoch for (baseline, DRConv arm), per-epoch validation and checkpoints included, and the fixed cost of one
+# run (process start, evaluation, latency), half of which grows with the pixels. The full default demo took 12.4
+# minutes there (4 runs: 1.9-2.1 min per baseline run, 4.1-4.3 min per DRConv run).
+COST_IMG_S = (0.057, 0.124)
 COST_RUN_S = 15.0
 COST_RUN_PIXEL_SHARE = 0.5
 COST_IMGSZ = 128
@@ -151,7 +152,7 @@ def demo(
         profile: ``n_train``, ``n_val``, ``imgsz``, ``object_scale``, ``epochs``, ``batch``, ``seeds``, ``data_dir``,
             ``out`` (see :data:`DEMO_PROFILES` and :func:`demo_profile`).
         device: Ultralytics device (default GPU 0 if available, else CPU).
-        overrides: Further Ultralytics train arguments (on top of :data:`DEMO_TRAIN`).
+        overrides: Further Ultralytics train arguments (on top of :data:`DEMO_TRAIN` and ``nbs`` = the batch size).
         **settings: Further :class:`CompareSettings` fields (``workers``, ``max_det``, ``latency_runs``,
             ``in_process``, ``command``, ...).
 
@@ -181,7 +182,7 @@ def demo(
             batch=profile["batch"],
             device=device,
             out=profile["out"],
-            overrides={**DEMO_TRAIN, **dict(overrides or {})},
+            overrides={**DEMO_TRAIN, "nbs": profile["batch"], **dict(overrides or {})},
             **settings,
         )
     )
