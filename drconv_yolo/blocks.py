@@ -55,8 +55,7 @@ class C2f_DRConv(nn.Module):  # noqa: N801  (the name users write in a model YAM
     ):
         super().__init__()
         self.c = c
-        if centre_guide:
-            self.centre_guide = True
+        self.centre_guide = centre_guide
         self.guide = nn.Conv2d(c1, regions, 1)  # the block's one guided mask, shared by cv1 and cv2
         self.cv1 = DRConv(c1, 2 * c, 1, 1, act=act, regions=regions, own_guide=False, **kwargs)
         self.cv2 = DRConv((2 + len(m)) * c, c2, 1, act=act, regions=regions, own_guide=False, **kwargs)

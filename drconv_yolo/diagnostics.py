@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 
 from .blocks import C2f_DRConv, guided_layers
-from .modules import centre_guide
 from .io import atomic_write_json
+from .modules import centre_guide
 
 __all__ = ["CALLBACKS", "STATS_FILE", "RegionCounter", "enabled", "format_stats", "histogram_stats", "read_stats"]
 

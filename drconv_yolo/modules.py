@@ -352,8 +352,7 @@ class DRConv2d(nn.Module):
         p = autopad(k, p, d)
         self.c1, self.c2, self.k, self.s, self.p, self.d, self.regions = c1, c2, k, s, p, d, regions
         self.guide = nn.Conv2d(c1, regions, k, s, p, dilation=d) if own_guide else None
-        if centre_guide:
-            self.centre_guide = True
+        self.centre_guide = centre_guide
         self.generator = GENERATORS[generator](c1, c2, k, regions, **generator_kwargs)
         self.op = RegionAwareConv(s, p, d, impl)
         self.bias = nn.Parameter(torch.zeros(c2)) if bias else None

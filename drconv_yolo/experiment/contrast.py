@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any, Dict, Mapping
 
 from .intervals import paired_interval
+from .report import FILES
 from .settings import CompareError
 
 __all__ = ["contrast", "contrast_markdown", "load_results"]
-
-RESULTS = "results.json"
-
 
 def load_results(folder: str | Path) -> Dict[str, Any]:
     """A ``compare`` output folder's ``results.json``.
@@ -32,7 +30,7 @@ def load_results(folder: str | Path) -> Dict[str, Any]:
     Raises:
         CompareError: The file is missing or not a comparison's results.
     """
-    path = Path(folder) / RESULTS
+    path = Path(folder) / FILES["json"]
     if not path.is_file():
         raise CompareError(f"{path}: no such file (is {folder} a finished drconv-yolo compare --out folder?)")
     try:
@@ -114,15 +112,17 @@ def contrast_markdown(result: Mapping[str, Any], scale: float = 100.0) -> str:
     spread = result["baseline_spread"]
 
     def spread_text(s):
-        return "n/a" if s["mean"] is None else f"{s['mean'] * scale:.2f} ± {(s['std'] or 0.0) * scale:.2f} ({s['n']} seeds)"
+        if s["mean"] is None:
+            return "n/a"
+        return f"{s['mean'] * scale:.2f} ± {(s['std'] or 0.0) * scale:.2f} ({s['n']} seeds)"
 
     lines = [
         f"# Contrast of two comparisons: {metric}, points, Δ to `{base}` paired by seed (95% CI, paired t)",
         "",
         f"- main: `{result['main']}`; baseline {spread_text(spread['main'])}",
         f"- control: `{result['control']}`; baseline {spread_text(spread['control'])}",
-        "- difference: Δ on main − Δ on control, per seed; an interval that excludes 0 says the arm's effect depends on",
-        "  the dataset (on the study's sets: on whether objects look different in different regions).",
+        "- difference: Δ on main − Δ on control, per seed; an interval that excludes 0 says the arm's effect depends",
+        "  on the dataset (on the study's sets: on whether objects look different in different regions).",
         "",
         "| arm | seeds | Δ main | Δ control | difference |",
         "|---|---|---|---|---|",
