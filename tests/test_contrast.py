@@ -26,6 +26,12 @@ def write_results(folder, deltas, baseline="yolov8n", base_values=(0.40, 0.42, 0
     return folder
 
 
+def write_text(folder, text):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(text)
+    return folder
+
+
 def test_contrast_of_known_deltas_has_known_mean_and_interval(tmp_path):
     main = write_results(tmp_path / "main", {"a": {0: 0.01, 1: 0.02, 2: 0.03}, "only_main": {0: 0.1}})
     control = write_results(tmp_path / "control", {"a": {0: 0.0, 1: 0.0, 2: 0.03}})
@@ -66,6 +72,8 @@ def test_markdown_shows_points_and_says_when_an_interval_excludes_zero(tmp_path)
         ("baseline", "the baselines differ: 'yolov8n' in"),
         ("no_arm", "share no arm besides the baseline 'yolov8n'"),
         ("no_seed", "arm 'a': no seed with mAP50-95 in both"),
+        ("bad_json", "results.json: not readable as JSON"),
+        ("not_results", "results.json: not the results of drconv-yolo compare"),
     ],
 )
 def test_contrast_errors_name_the_problem(tmp_path, case, message):
@@ -75,6 +83,8 @@ def test_contrast_errors_name_the_problem(tmp_path, case, message):
         "baseline": lambda: write_results(tmp_path / "c", {"a": {0: 0.0}}, baseline="yolo11n"),
         "no_arm": lambda: write_results(tmp_path / "c", {"b": {0: 0.0}}),
         "no_seed": lambda: write_results(tmp_path / "c", {"a": {7: 0.0}}),
+        "bad_json": lambda: write_text(tmp_path / "c", "{truncated"),
+        "not_results": lambda: write_text(tmp_path / "c", json.dumps({"runs": []})),
     }[case]()
     with pytest.raises(cli.UserError, match=message):
         contrast(main, control)
