@@ -40,7 +40,7 @@ test-env:  ## print the settings folder the test commands use (tests check it is
 demo: install  ## the main job on the built-in default: synthetic data, YOLOv8n vs YOLOv8n-DRConv
 	drconv-yolo demo
 
-study: install  ## the where-DRConv-pays-off study (about 1.5 h on 2 CPU cores, resumable): runs/study
+study: install  ## the where-DRConv-pays-off study (about 1.9 h of CPU, resumable): runs/study
 	bash scripts/study.sh runs/study
 
 bench: install  ## the layer benchmark (table + bench_results/drconv_layer.json)
