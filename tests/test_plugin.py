@@ -333,9 +333,8 @@ def test_startup_pth_line_is_silent_when_the_package_is_gone(tmp_path):
     # A stale .pth (an editable install whose source folder moved) must not print a traceback at every start-up.
     line = (Path(__file__).parents[1] / "drconv_yolo_startup.pth").read_text().strip()
     assert line.startswith("import ")  # site.py executes only lines that start with "import"
-    gone = subprocess.run(
-        [sys.executable, "-S", "-c", line + "; print('alive')"], capture_output=True, text=True, cwd=tmp_path, timeout=60
-    )
+    code = line + "; print('alive')"
+    gone = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert (gone.returncode, gone.stdout.strip(), gone.stderr) == (0, "alive", "")
     here = run_python(line + "; print('drconv_yolo._startup' in sys.modules)")
     assert here.stdout.strip() == "True"
