@@ -42,26 +42,29 @@ for set in main control; do
         val=False plots=False project="$(mkdir -p "$ROOT/pretrain" && cd "$ROOT/pretrain" && pwd)" name=$set
 done
 start() { echo "pretrained=$(cd "$ROOT/pretrain/$1/weights" && pwd)/last.pt"; }
+# link_runs SRC DST CONFIG...: seeds 0-2 of each config's finished runs in ROOT/SRC, linked into ROOT/DST (compare
+# reuses them there: nothing is trained twice)
+link_runs() {
+    local src=$1 dst=$2 cfg arm seed
+    shift 2
+    for cfg in "$@"; do
+        arm=$(basename "$cfg" .yaml)
+        mkdir -p "$ROOT/$dst/runs/$arm"
+        for seed in 0 1 2; do
+            ln -sfn "$(cd "$ROOT/$src/runs/$arm/seed$seed" && pwd)" "$ROOT/$dst/runs/$arm/seed$seed"
+        done
+    done
+}
 drconv-yolo compare --data "$ROOT/datasets/main/synthetic.yaml" --models "${ARMS[@]}" "$REMEDY" "${COMMON[@]}" \
     --out "$ROOT/main" "${FINETUNE[@]}" "$(start main)"
 drconv-yolo compare --data "$ROOT/datasets/control/synthetic.yaml" --models "${ARMS[@]:0:3}" "${COMMON[@]}" \
     --out "$ROOT/control" "${FINETUNE[@]}" "$(start control)"
-for arm in yolov8n-drconv-blocks yolov8n-drconv-blocks-centred; do
-    mkdir -p "$ROOT/remedy/runs/$arm"
-    for seed in 0 1 2; do
-        ln -sfn "$(cd "$ROOT/main/runs/$arm/seed$seed" && pwd)" "$ROOT/remedy/runs/$arm/seed$seed"
-    done
-done
+link_runs main remedy yolov8n-drconv-blocks.yaml "$REMEDY"
 drconv-yolo compare --data "$ROOT/datasets/main/synthetic.yaml" --models yolov8n-drconv-blocks.yaml "$REMEDY" \
     "${COMMON[@]}" --out "$ROOT/remedy" "${FINETUNE[@]}" "$(start main)"
 drconv-yolo contrast --main "$ROOT/main" --control "$ROOT/control" --out "$ROOT/contrast.md"
 for set in main control; do
-    for arm in yolov8n yolov8n-drconv-blocks-lite yolov8n-drconv-blocks; do
-        mkdir -p "$ROOT/${set}5/runs/$arm"
-        for seed in 0 1 2; do
-            ln -sfn "$(cd "$ROOT/$set/runs/$arm/seed$seed" && pwd)" "$ROOT/${set}5/runs/$arm/seed$seed"
-        done
-    done
+    link_runs "$set" "${set}5" "${ARMS[@]:0:3}"
     drconv-yolo compare --data "$ROOT/datasets/$set/synthetic.yaml" --models "${ARMS[@]:0:3}" --seeds 0 1 2 3 4 \
         "${COMMON[@]:4}" --out "$ROOT/${set}5" "${FINETUNE[@]}" "$(start $set)"
 done
