@@ -49,9 +49,9 @@ def test_study_remedy_config_builds_with_every_block_mask_centred():
 @pytest.mark.parametrize("folder", ["main", "main5", "control", "control5", "remedy"])
 def test_study_folder_holds_a_complete_comparison(folder):
     results = json.loads((STUDY / folder / "results.json").read_text())
-    arms, seeds = results["arms"], {len(results["summary"][a]["mAP50-95"]["values"]) for a in results["arms"]}
-    assert len(seeds) == 1 and seeds.pop() >= 3  # every arm has the same seeds, at least three
-    assert len(results["runs"]) == len(arms) * len(results["summary"][arms[0]]["mAP50-95"]["values"])
+    seeds = [sorted(results["summary"][arm]["mAP50-95"]["values"]) for arm in results["arms"]]
+    assert all(s == seeds[0] for s in seeds) and len(seeds[0]) >= 3  # every arm has the same seeds, at least three
+    assert len(results["runs"]) == len(results["arms"]) * len(seeds[0])
     for name in ("report.md", "results.csv", "deltas.png", "map_per_epoch.png"):
         assert (STUDY / folder / name).is_file(), f"{folder}/{name} missing"
 

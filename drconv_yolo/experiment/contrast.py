@@ -24,6 +24,7 @@ from .settings import CompareError
 
 __all__ = ["contrast", "contrast_markdown", "load_results"]
 
+
 def load_results(folder: str | Path) -> Dict[str, Any]:
     """A ``compare`` output folder's ``results.json``.
 
