@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .ops import IMPLEMENTATIONS, is_tracing, region_aware_conv2d, region_aware_conv2d_mixed
+from .ops.workspace import scratch
 
 __all__ = [
     "DRConv",
@@ -362,7 +363,7 @@ class DRConv2d(nn.Module):
         if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != self.c1):
             raise ValueError(f"DRConv2d: expected input (B, {self.c1}, H, W), got shape {tuple(x.shape)}")
         if x.device.type == "cpu":  # one layout change, shared by the guide conv (faster) and the op's gather
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = self._channels_last(x)
         if guide is None:
             if self.guide is None:
                 raise ValueError("DRConv2d: this layer has no guide conv of its own (own_guide=False): pass guide=")
@@ -371,6 +372,16 @@ class DRConv2d(nn.Module):
         if isinstance(gen, OfficialFilterGenerator):  # let the op mix the filters: they are never materialised
             return self.op(x, None, guide, self.bias, gen.coefficients(x), gen.bases_5d())
         return self.op(x, gen(x), guide, self.bias)
+
+    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """x in channels-last memory; the copy in scratch memory when autograd records nothing (nothing keeps it)."""
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return x
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return x.contiguous(memory_format=torch.channels_last)
+        B, C, H, W = x.shape
+        nhwc = scratch("drconv_input", (B, H, W, C), x.dtype, x.device)
+        return nhwc.copy_(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
 
     def guide_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The own guide's logits (B, m, Ho, Wo), centred if ``centre_guide``."""

@@ -15,6 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .common import guide_grad
+from .workspace import scratch
 
 # The forward multiplies a sample's regions with one bmm, each region's rows padded to the largest region, when that
 # pads by at most this fraction of the rows: a bmm over m blocks runs 15-35% faster than m separate mm's on CPU.
@@ -228,24 +229,30 @@ def _filter_grad(gw, plan, b, go_sorted, rows):
 class _RegionConvFast(torch.autograd.Function):
     """The fast op as an autograd Function.
 
-    ``apply(geometry, kind, x, guide, bias, *tensors)``: the filters are ``kind(*tensors)`` (a filter description
-    class and its tensors, passed as direct arguments so autograd gives them gradients); bias may be None.
+    ``apply(geometry, kind, training, x, guide, bias, *tensors)``: the filters are ``kind(*tensors)`` (a filter
+    description class and its tensors, passed as direct arguments so autograd gives them gradients); bias may be None;
+    ``training`` (whether autograd records the call): if not, the buffers are scratch memory reused from call to call.
     """
 
     @staticmethod
-    def forward(ctx, geometry, kind, x, guide, bias, *tensors):
+    def forward(ctx, geometry, kind, training, x, guide, bias, *tensors):
         filters = kind(*tensors)
-        # the filters' (m, C_out, K) layout, multiplied transposed: no per-call transpose of the filters (or bases)
-        sample = filters.per_sample(transposed=False)  # b -> (m, C_out, K)
         B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
         L, m = Ho * Wo, guide.shape[1]
+
+        def buffer(slot, *shape):  # reused by every sample, and from call to call when nothing is recorded
+            return x.new_empty(shape) if training else scratch(slot, shape, x.dtype, x.device)
+
+        # the filters' (m, C_out, K) layout, multiplied transposed: no per-call transpose of the filters (or bases)
+        mixed = None if training else scratch("fast_filters", (m, C_out * filters.grouped_shape[2]), x.dtype, x.device)
+        sample = filters.per_sample(False, mixed)  # b -> (m, C_out, K)
         plan = _RegionPlan(guide)
         patches = _Patches(x, geometry, plan.src, plan.pos)
         # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
         out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
         R = max(plan.rows)
-        rows, out_buffer = x.new_empty(R, patches.kk * patches.C), x.new_empty(R, C_out)  # reused by every sample
+        rows, out_buffer = buffer("fast_rows", R, patches.kk * patches.C), buffer("fast_out", R, C_out)
         for b in range(B):
             w = sample(b).transpose(1, 2)  # (m, K, C_out), a view
             n = plan.rows[b]
@@ -267,8 +274,8 @@ class _RegionConvFast(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, guide, *tensors = ctx.saved_tensors
         plan, geometry = ctx.plan, ctx.geometry
-        need_x, need_guide, need_bias = ctx.needs_input_grad[2:5]
-        need_filters = any(ctx.needs_input_grad[5:])
+        need_x, need_guide, need_bias = ctx.needs_input_grad[3:6]
+        need_filters = any(ctx.needs_input_grad[6:])
         filters = ctx.kind(*tensors)
         sample = filters.per_sample(transposed=False)  # b -> (m, C_out, K)
         (B, L), C_out = plan.order.shape, filters.out_channels
@@ -294,6 +301,7 @@ class _RegionConvFast(torch.autograd.Function):
         return (
             None,  # geometry
             None,  # kind
+            None,  # training
             input_grad.grad if need_x else None,
             guide_term.grad(guide) if need_guide else None,
             go.sum((0, 1)) if need_bias else None,
@@ -314,4 +322,6 @@ def fast_conv(x, filters, guide, bias, geometry):
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
     """
-    return _RegionConvFast.apply(geometry, type(filters), x, guide, bias, *filters.tensors)
+    tensors = (x, guide, bias, *filters.tensors)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return _RegionConvFast.apply(geometry, type(filters), training, x, guide, bias, *filters.tensors)

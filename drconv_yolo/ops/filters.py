@@ -39,6 +39,12 @@ class _Filters:
     def out_channels(self) -> int:
         return self.shape[2]
 
+    @property
+    def grouped_shape(self) -> Tuple[int, int, int]:
+        """(B*m, C_out, K), the shape of ``grouped()``."""
+        B, m, C_out, C_in, kh, kw = self.shape
+        return (B * m, C_out, C_in * kh * kw)
+
     def to(self, dtype: torch.dtype) -> _Filters:
         """The same description with every tensor in ``dtype``."""
         return type(self)(*(t.to(dtype) for t in self.tensors))
@@ -76,8 +82,9 @@ class ExplicitFilters(_Filters):
         """The filters (B, m, C_out, C_in, kh, kw)."""
         return self.weight
 
-    def per_sample(self, transposed: bool) -> Callable[[int], torch.Tensor]:
-        """A function of b giving sample b's filters (m, C_out, K), or (m, K, C_out) when ``transposed``."""
+    def per_sample(self, transposed: bool, buffer: torch.Tensor | None = None) -> Callable[[int], torch.Tensor]:
+        """A function of b giving sample b's filters (m, C_out, K), or (m, K, C_out) when ``transposed`` (views of the
+        weight: ``buffer`` is not needed)."""
         B, m, C_out = self.shape[:3]
         w = self.weight.permute(_EXPLICIT_ROWS_T if transposed else _EXPLICIT_ROWS).contiguous()
         w = w.view(B, m, -1, C_out) if transposed else w.view(B, m, C_out, -1)  # (B, m, K, C_out) or (B, m, C_out, K)
@@ -99,10 +106,13 @@ class ExplicitFilters(_Filters):
         """(grad_weight,) in the weight's layout."""
         return (self._unrows(self.grad_w, self.shape[:2]),)
 
-    def grouped(self) -> torch.Tensor:
-        """Every (sample, region) group's filter (B*m, C_out, K), group b*m + j."""
-        B, m, C_out = self.shape[:3]
-        return self.weight.permute(_EXPLICIT_ROWS).reshape(B * m, C_out, -1)
+    def grouped(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Every (sample, region) group's filter (B*m, C_out, K), group b*m + j (copied into ``out``, of
+        ``grouped_shape``, if given and the layout needs a copy)."""
+        w = self.weight.permute(_EXPLICIT_ROWS)  # (B, m, C_out, kh, kw, C_in)
+        if out is None or w.is_contiguous():
+            return w.reshape(self.grouped_shape)
+        return out.view(w.shape).copy_(w).view(self.grouped_shape)
 
     def grouped_grads(self, grad: torch.Tensor) -> Tuple[torch.Tensor]:
         """(grad_weight,) from the groups' filter gradient (B*m, C_out, K)."""
@@ -146,14 +156,14 @@ class MixedFilters(_Filters):
             self._rows[transposed] = self.bases.permute(order).reshape(self.bases.shape[0], -1)
         return self._rows[transposed]
 
-    def per_sample(self, transposed: bool) -> Callable[[int], torch.Tensor]:
+    def per_sample(self, transposed: bool, buffer: torch.Tensor | None = None) -> Callable[[int], torch.Tensor]:
         """A function of b giving sample b's filters (m, C_out, K), or (m, K, C_out) when ``transposed``.
 
-        Each call overwrites the previous sample's filters (one reused buffer).
+        Each call overwrites the previous sample's filters (one reused buffer: ``buffer``, (m, C_out*K), if given).
         """
         bases = self._bases_rows(transposed)  # (n, C_out*K)
         m, C_out = self.coef.shape[1], self.out_channels
-        buffer = self.coef.new_empty(m, bases.shape[1])  # (m, C_out*K)
+        buffer = self.coef.new_empty(m, bases.shape[1]) if buffer is None else buffer  # (m, C_out*K)
         shape = (m, -1, C_out) if transposed else (m, C_out, -1)
 
         def mix(b: int) -> torch.Tensor:
@@ -182,10 +192,12 @@ class MixedFilters(_Filters):
         """(grad_coef, grad_bases) in the caller's layouts."""
         return self.grad_coef, self._unrows(self.grad_bases, self.bases.shape[:1])
 
-    def grouped(self) -> torch.Tensor:
-        """Every (sample, region) group's filter (B*m, C_out, K), group b*m + j, mixed in one matmul."""
+    def grouped(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Every (sample, region) group's filter (B*m, C_out, K), group b*m + j, mixed in one matmul (into ``out``,
+        of ``grouped_shape``, if given)."""
         B, m, n = self.coef.shape
-        return torch.mm(self.coef.reshape(B * m, n), self._bases_rows(False)).view(B * m, self.out_channels, -1)
+        flat = None if out is None else out.view(B * m, -1)
+        return torch.mm(self.coef.reshape(B * m, n), self._bases_rows(False), out=flat).view(self.grouped_shape)
 
     def grouped_grads(self, grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(grad_coef, grad_bases) from the groups' filter gradient (B*m, C_out, K)."""

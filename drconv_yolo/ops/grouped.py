@@ -25,6 +25,7 @@ from torch.autograd.function import once_differentiable
 from .common import grad_dtype, guide_grad
 from .fast import argmax_regions
 from .patches import PatchGather
+from .workspace import scratch
 
 # Backward works on max(L/m, GUIDE_BLOCK_ROWS / B) rows of every sample at a time: its guide term's block, the only
 # m-times tensor (B, rows, m, C_out), is then at most the output's size for large maps, and the patch rows (B, rows, K)
@@ -221,12 +222,14 @@ class _RegionConvGrouped(torch.autograd.Function):
         out_rows = out.permute(0, 2, 3, 1).view(-1, C_out)  # (N, C_out), pixel order
         if training:  # in blocks: the (N, K) patch rows would be the step's largest tensor
             _Blocks(x, guide, plan.order, plan.ends, filters, geometry).forward(out_rows, bias)
-        else:  # in one go: fewer, larger ops
-            patches = PatchGather(x, geometry)
-            rows = patches.rows(patches.index(plan.order))  # (N, K), sorted
-            out_sorted = _segment_mm(rows, filters.grouped().transpose(1, 2), plan.ends)  # (N, C_out)
+        else:  # in one go: fewer, larger ops, the temporaries in scratch memory (nothing of them is saved)
+            patches = PatchGather(x, geometry, reuse=True)
+            index = patches.index(plan.order)
+            rows = patches.rows(index, scratch("rows", (index.shape[0], patches.source.shape[1]), x.dtype, x.device))
+            w_t = filters.grouped(scratch("filters", filters.grouped_shape, x.dtype, x.device)).transpose(1, 2)
+            out_sorted = _segment_mm(rows, w_t, plan.ends)  # (N, C_out)
             if bias is not None:
-                out_sorted = out_sorted.add_(bias)
+                out_sorted.add_(bias)
             torch.index_select(out_sorted, 0, plan.inverse, out=out_rows)  # pixel order
         ctx.save_for_backward(x, guide, plan.order, plan.inverse, plan.ends, *tensors)
         ctx.geometry, ctx.kind = geometry, kind

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import torch
 
+from .workspace import scratch
 
-def _zero_padded(nhwc: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+
+def _zero_padded(nhwc: torch.Tensor, ph: int, pw: int, reuse: bool) -> torch.Tensor:
     """(B, H, W, C) -> (B, H + 2*ph, W + 2*pw, C) with zero borders: only the borders are zeroed (``F.pad`` fills
-    the whole tensor first, one more pass over it)."""
+    the whole tensor first, one more pass over it); in scratch memory if ``reuse``."""
     B, H, W, C = nhwc.shape
-    padded = nhwc.new_empty(B, H + 2 * ph, W + 2 * pw, C)
+    shape = (B, H + 2 * ph, W + 2 * pw, C)
+    padded = scratch("padded", shape, nhwc.dtype, nhwc.device) if reuse else nhwc.new_empty(shape)
     padded[:, :ph].zero_()
     padded[:, ph + H :].zero_()
     padded[:, ph : ph + H, :pw].zero_()
@@ -30,15 +33,17 @@ class PatchGather:
     Args:
         x (torch.Tensor): Input (B, C, H, W); read without a copy of its own when channels-last and unpadded.
         geometry (Geometry): The checked geometry, kernel and output size included.
+        reuse (bool): Put the padded copy in scratch memory (``workspace.scratch``): only while nothing of this
+            gather outlives the call (inference).
     """
 
-    def __init__(self, x: torch.Tensor, geometry):
+    def __init__(self, x: torch.Tensor, geometry, reuse: bool = False):
         B, C, H, W = x.shape
         (Ho, Wo), (kh, kw) = geometry.out_hw, geometry.kernel
         (sh, sw), (ph, pw), (dh, dw) = geometry.stride, geometry.padding, geometry.dilation
         Hp, Wp = H + 2 * ph, W + 2 * pw
         nhwc = x.permute(0, 2, 3, 1)  # (B, H, W, C), a view
-        padded = _zero_padded(nhwc, ph, pw) if ph or pw else nhwc.contiguous()  # (B, Hp, Wp, C)
+        padded = _zero_padded(nhwc, ph, pw, reuse) if ph or pw else nhwc.contiguous()  # (B, Hp, Wp, C)
         # a chunk is what one index reads: a kernel row's kw taps when they are adjacent pixels, else one tap
         taps_w = 1 if dw == 1 else kw
         width = kw * C if dw == 1 else C
