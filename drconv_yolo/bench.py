@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from .io import atomic_write_json
-from .measure import busy_processes, environment, gflops, median_ms, peak_mb, round_robin_ms
+from .measure import busy_processes, cpu_steal, environment, gflops, median_ms, peak_mb, round_robin_ms
 from .modules import DRConv2d, autopad
 
 DEFAULT_OUT = Path("bench_results/drconv_layer.json")
@@ -198,12 +198,13 @@ def run(
     torch.manual_seed(SEED)
     rows: List[Row] = []
     total = len(shapes) * len(batches)
-    with busy_processes(busy):
+    with busy_processes(busy), cpu_steal() as steal:
         for batch in batches:
             for c1, c2, size, k, s in shapes:
                 log(f"[{len(rows) + 1}/{total}] {c1}->{c2} @{size} k{k} s{s} batch {batch} ...", flush=True)
                 rows.append(bench_shape(c1, c2, size, k, s, batch, regions, device, repeats))
     settings = {"regions": regions, "device": str(device), "repeats": repeats, "dtype": "float32", "busy": busy}
+    settings["cpu_steal"] = steal["steal"]
     payload = {
         "environment": environment(str(device)),
         "settings": settings,
@@ -212,7 +213,22 @@ def run(
     }
     log(format_table(rows))
     log(json.dumps(payload["summary"], indent=2))
+    log(steal_note(steal["steal"]))
     return _write(payload, out, log)
+
+
+# above this share of CPU time taken by the hypervisor, a run's figures are flagged as noisy
+STEAL_WARN = 0.05
+
+
+def steal_note(steal: Optional[float]) -> str:
+    """The line a benchmark prints about the CPU time stolen by the hypervisor during its measurement."""
+    if steal is None:
+        return "CPU steal: not measured (no /proc/stat)"
+    note = f"CPU steal during the measurement: {steal:.1%} of CPU time"
+    if steal > STEAL_WARN:
+        note += " (a neighbour on the host was busy: the figures are noisier than usual; repeat the run)"
+    return note
 
 
 def _write(payload: dict, out: Optional[Path], log) -> dict:
@@ -368,7 +384,7 @@ def run_model(
     pairs, dev = [tuple(p) for p in (pairs or model_pairs())], torch.device(device)
     rows: List[ModelRow] = []
     stats = {}
-    with busy_processes(busy):
+    with busy_processes(busy), cpu_steal() as steal:
         for pair in pairs:
             built = {cfg: _build(cfg, dev) for cfg in pair}
             stats.update({Path(cfg).stem: b[2] for cfg, b in built.items()})
@@ -377,6 +393,7 @@ def run_model(
                 log(f"[{len(rows) + 1}/{len(pairs) * len(cases)}] {label} ...", flush=True)
                 rows.append(_time_case(built, pair, case, dev, repeats, warmup))
     settings = {"device": str(device), "repeats": repeats, "warmup": warmup, "busy": busy, "dtype": "float32"}
+    settings["cpu_steal"] = steal["steal"]
     payload = {
         "environment": environment(str(device)),
         "settings": {**settings, "pairs": [list(p) for p in pairs], "cases": [asdict(c) for c in cases]},
@@ -385,4 +402,5 @@ def run_model(
         "summary": {Case(r.mode, r.batch, r.imgsz).label(r.model, r.baseline): r.ratio for r in rows},
     }
     log(format_model_table(rows))
+    log(steal_note(steal["steal"]))
     return _write(payload, out, log)

@@ -26,6 +26,7 @@ __all__ = [
     "BUSY_LOOP",
     "MIB",
     "busy_processes",
+    "cpu_steal",
     "cuda_peak_mb",
     "environment",
     "forward_latency",
@@ -67,6 +68,46 @@ def busy_processes(n: int) -> Iterator[list]:
             proc.kill()
         for proc in procs:
             proc.wait(timeout=BUSY_STOP_S)
+
+
+def _cpu_jiffies(stat: str) -> tuple[int, int]:
+    """(steal, total) jiffies of the ``cpu`` line of a /proc/stat text (steal is its eighth value; 0 if absent)."""
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            values = [int(v) for v in fields[1:]]
+            return (values[7] if len(values) > 7 else 0), sum(values[:8])
+    raise ValueError("no 'cpu' line in /proc/stat")
+
+
+@contextlib.contextmanager
+def cpu_steal(stat_path: str = "/proc/stat") -> Iterator[dict]:
+    """Measure the share of CPU time the hypervisor took from this machine (steal) while inside.
+
+    On a shared VM a busy neighbour shows up as steal: the machine is slower by that share, unevenly over time, so
+    figures taken under much steal (more than a few percent) are less trustworthy. Yields a dict whose ``"steal"``
+    is set on exit: the fraction in [0, 1], or None where ``stat_path`` cannot be read (not Linux).
+
+    Args:
+        stat_path: The kernel's CPU statistics file.
+
+    Yields:
+        ``{"steal": float | None}``.
+    """
+    def read():
+        try:
+            return _cpu_jiffies(Path(stat_path).read_text())
+        except (OSError, ValueError):
+            return None
+
+    result: dict = {"steal": None}
+    before = read()
+    try:
+        yield result
+    finally:
+        after = read()
+        if before is not None and after is not None and after[1] > before[1]:
+            result["steal"] = (after[0] - before[0]) / (after[1] - before[1])
 
 
 def sync(device: torch.device) -> None:

@@ -49,6 +49,8 @@ def test_layer_benchmark_records_its_busy_processes_and_stops_them(tmp_path):
     seen = []
     payload = bench.run(shapes=[(4, 4, 10, 1, 1)], batches=(1,), repeats=1, out=None, log=_busy_seen(seen), busy=2)
     assert payload["settings"]["busy"] == 2
+    steal = payload["settings"]["cpu_steal"]
+    assert steal is None or 0 <= steal <= 1
     assert seen[0] == 2  # running during the measurement
     assert wait_until(lambda: not running("drconv-yolo busy loop"), 10)
 
@@ -117,3 +119,9 @@ def test_bench_command_line_passes_the_model_options_and_refuses_bad_ones(monkey
     if not torch.cuda.is_available():
         assert cli.main(["bench", "--model", "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_steal_note_flags_a_run_with_much_stolen_cpu_time():
+    assert bench.steal_note(None) == "CPU steal: not measured (no /proc/stat)"
+    assert bench.steal_note(0.01) == "CPU steal during the measurement: 1.0% of CPU time"
+    assert bench.steal_note(0.5).startswith("CPU steal during the measurement: 50.0% of CPU time (a neighbour")

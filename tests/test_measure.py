@@ -23,3 +23,21 @@ def test_busy_processes_are_killed_even_when_the_measurement_fails():
     assert all(p.poll() is not None for p in procs)  # killed and reaped
     with measure.busy_processes(0) as none:
         assert none == []
+
+
+STAT = "cpu  {user} 0 {system} {idle} 0 0 0 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 1 2\n"
+
+
+def test_cpu_steal_is_the_stolen_share_of_the_jiffies_counted_inside(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text(STAT.format(user=100, system=50, idle=800, steal=50))
+    with measure.cpu_steal(str(stat)) as steal:
+        assert steal["steal"] is None  # set on exit
+        stat.write_text(STAT.format(user=160, system=70, idle=860, steal=110))  # 200 jiffies more, 60 of them stolen
+    assert steal["steal"] == 60 / 200
+
+
+def test_cpu_steal_is_none_without_a_stat_file(tmp_path):
+    with measure.cpu_steal(str(tmp_path / "missing")) as steal:
+        pass
+    assert steal["steal"] is None

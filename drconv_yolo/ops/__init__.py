@@ -27,6 +27,10 @@ Five implementations stand behind the one call and agree to floating-point toler
     Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
     chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
 
+When autograd records nothing (inference), the fast and grouped paths take their large temporaries on CPU (patch
+rows, padded input, mixed filters) from scratch memory kept per thread between calls (``workspace.scratch``): fresh
+tensors would be fresh pages, faulted in and zeroed by the kernel on every call.
+
 ``"auto"`` picks by ``choose_impl``: ``mix`` for mixed filters of at most ``MIX_MAX_BASES`` bases, else ``grouped``
 off the CPU and for single-sample inference on CPU, ``fast`` for training and batches on CPU; ``onnx`` while tracing.
 
