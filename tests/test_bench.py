@@ -1,6 +1,7 @@
 """The layer and model benchmarks: the JSON they write (no assertion on any time; the timing: test_measure.py)."""
 
 import json
+from pathlib import Path
 
 from _procs import needs_proc, running, wait_until
 
@@ -125,3 +126,36 @@ def test_steal_note_flags_a_run_with_much_stolen_cpu_time():
     assert bench.steal_note(None) == "CPU steal: not measured (no /proc/stat)"
     assert bench.steal_note(0.01) == "CPU steal during the measurement: 1.0% of CPU time"
     assert bench.steal_note(0.5).startswith("CPU steal during the measurement: 50.0% of CPU time (a neighbour")
+
+
+def test_readme_quotes_the_committed_benchmark_results():
+    # the README's speed table and one-thread line are the figures of the JSON files committed next to them
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    results = root / "bench_results"
+    layer = json.loads((results / "drconv_layer.json").read_text())["summary"]
+    busy = json.loads((results / "drconv_layer_busy1.json").read_text())["summary"]["batch8"]
+
+    def pair(summary, a, b):
+        return f"{summary[a]:.2f}x / {summary[b]:.2f}x"
+
+    def ratios(name, model):
+        rows = json.loads((results / name).read_text())["rows"]
+        return {(r["mode"], r["batch"], r["imgsz"]): f"{r['ratio']:.2f}x" for r in rows if r["model"] == model}
+
+    quoted = [
+        f"| {pair(layer['batch8'], 'dr_vs_conv_infer_median', 'dr_vs_conv_infer_max')} |",
+        f"| {pair(layer['batch1'], 'dr_vs_conv_infer_median', 'dr_vs_conv_infer_max')} |",
+        f"| {pair(layer['batch8'], 'dr_vs_conv_train_median', 'dr_vs_conv_train_max')} |",
+        f"| {busy['dr_vs_conv_infer_median'] / layer['batch8']['dr_vs_conv_infer_median']:.2f}x / "
+        f"{busy['dr_vs_conv_train_median'] / layer['batch8']['dr_vs_conv_train_median']:.2f}x |",
+    ]
+    model = ratios("drconv_model.json", "yolov8n-drconv")
+    lite = ratios("drconv_model.json", "yolov8n-drconv-blocks-lite")
+    quoted += [f"640 px | {model['infer', 1, 640]} [", f"320 px | {model['infer', 1, 320]} [",
+               f"256 px | {model['train', 8, 256]} [", f"| {lite['infer', 1, 640]} / {lite['infer', 1, 320]} |",
+               f"| {lite['train', 8, 256]} |"]  # fmt: skip
+    one = ratios("drconv_model_1thread.json", "yolov8n-drconv")
+    quoted.append(f"YOLOv8n-DRConv {one['infer', 1, 640]} / {one['infer', 1, 320]} YOLOv8n at batch 1")
+    missing = [q for q in quoted if q not in readme]
+    assert not missing, f"README.md does not quote these figures of bench_results/: {missing}"

@@ -5,8 +5,8 @@ import torch
 from test_ops import IDS, SHAPES, make_inputs
 
 from drconv_yolo.modules import DRConv2d
-from drconv_yolo.ops import region_aware_conv2d, region_aware_conv2d_mixed
-from drconv_yolo.ops.workspace import release_scratch, scratch, scratch_bytes
+from drconv_yolo.ops import region_aware_conv2d, region_aware_conv2d_mixed, release_scratch
+from drconv_yolo.ops.workspace import scratch, scratch_bytes
 
 CPU = torch.device("cpu")
 
