@@ -374,10 +374,12 @@ class DRConv2d(nn.Module):
         return self.op(x, gen(x), guide, self.bias)
 
     def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """x in channels-last memory; the copy in scratch memory when autograd records nothing (nothing keeps it)."""
+        """x in channels-last memory; the copy in scratch memory when autograd records nothing (nothing keeps it) and
+        nothing traces (a traced scratch buffer would fix the batch size of an export)."""
         if x.is_contiguous(memory_format=torch.channels_last):
             return x
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        recorded = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        if recorded or is_tracing():
             return x.contiguous(memory_format=torch.channels_last)
         B, C, H, W = x.shape
         nhwc = scratch("drconv_input", (B, H, W, C), x.dtype, x.device)

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 
 from drconv_yolo.modules import DRConv, DRConv2d, GlobalAvgPool, he_std
+from drconv_yolo.ops import release_scratch
+from drconv_yolo.ops.workspace import scratch_bytes
 
 
 def randomize_bn(bn: nn.BatchNorm2d) -> None:
@@ -204,13 +206,18 @@ def export_onnx(layer: nn.Module, x: torch.Tensor, dynamic: bool) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("centred", [False, True])
-def test_onnx_export_uses_standard_ops_and_matches_pytorch_at_batch_1_and_4(centred):
+@pytest.mark.parametrize("centred, fused", [(False, False), (True, False), (False, True)])
+def test_onnx_export_uses_standard_ops_and_matches_pytorch_at_batch_1_and_4(centred, fused):
+    # fused: nothing requires grad, as in `yolo export` (the inference-only branches must trace batch-size free)
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     layer = DRConv(8, 16, 3, 2, regions=4, centre_guide=centred).eval()
     randomize_bn(layer.bn)
+    if fused:
+        layer.fuse()
+    release_scratch()
     model = export_onnx(layer, torch.randn(1, 8, 17, 12), dynamic=True)
+    assert scratch_bytes() == 0  # a traced scratch buffer would be a constant of the traced batch size
     ops = {n.op_type for n in onnx.load_from_string(model).graph.node}
     assert ops <= {s.name for s in onnx.defs.get_all_schemas()}  # standard ONNX ops only
     assert "Corr" not in ops and "ArgMax" in ops
