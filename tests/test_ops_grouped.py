@@ -149,3 +149,11 @@ def test_auto_dispatches_by_the_rule(monkeypatch):
     )
     assert called[-2:] == ["grouped_conv", "fast_conv"]
     assert y.shape[0] == 1
+
+
+def test_grouped_training_after_inference_mode_call_of_the_same_geometry():
+    # the patch offsets are cached per geometry: made under inference_mode, they must still serve autograd
+    x, w, guide, go, conf = make_inputs(SHAPES[1])
+    with torch.inference_mode():
+        region_aware_conv2d(x, w, guide, *conf, impl="grouped")
+    close(run("grouped", x, w, guide, go, conf), run("reference", x, w, guide, go, conf), 1e-10)

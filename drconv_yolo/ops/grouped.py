@@ -109,7 +109,7 @@ class _Plan:
     def __init__(self, guide: torch.Tensor):
         B, m, Ho, Wo = guide.shape
         region = argmax_regions(guide).reshape(B, Ho * Wo)  # (B, L)
-        key = (region + torch.arange(B, device=guide.device).view(B, 1) * m).flatten()  # (N,)
+        key = region.flatten() if B == 1 else (region + torch.arange(B, device=guide.device).view(B, 1) * m).flatten()
         self.order = torch.sort(key, stable=True).indices  # (N,)
         counts = torch.zeros(B * m, dtype=torch.long, device=guide.device).scatter_add_(0, key, torch.ones_like(key))
         self.ends = counts.cumsum(0).to(torch.int32)  # (G,)

@@ -8,6 +8,8 @@ overlapping strided view of the copy) rather than kh*kw chunks of C, which is se
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .workspace import scratch
@@ -25,6 +27,19 @@ def _zero_padded(nhwc: torch.Tensor, ph: int, pw: int, reuse: bool) -> torch.Ten
     padded[:, ph : ph + H, pw + W :].zero_()
     padded[:, ph : ph + H, pw : pw + W].copy_(nhwc)
     return padded
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_offsets(Ho, Wo, kh, taps_w, sh, sw, dh, dw, Wp, device) -> torch.Tensor:
+    """Each output pixel's chunk offsets in its sample's padded image, (Ho*Wo, kh*taps_w) long.
+
+    They depend on the geometry only, so they are cached: a model's layers ask for the same few on every call. They
+    are only ever read (one made under ``torch.inference_mode`` may serve a training step).
+    """
+    ar = functools.partial(torch.arange, device=device)
+    h = ar(Ho).view(Ho, 1, 1, 1) * sh + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
+    w = ar(Wo).view(1, Wo, 1, 1) * sw + ar(taps_w).view(1, 1, 1, taps_w) * dw  # (1, Wo, 1, taps_w)
+    return (h * Wp + w).view(Ho * Wo, kh * taps_w)
 
 
 class PatchGather:
@@ -48,16 +63,15 @@ class PatchGather:
         taps_w = 1 if dw == 1 else kw
         width = kw * C if dw == 1 else C
         self.source = padded.view(-1).as_strided((B * Hp * Wp - (kw - 1 if dw == 1 else 0), width), (C, 1))
-        ar = lambda n: torch.arange(n, device=x.device)  # noqa: E731
-        h = ar(Ho).view(Ho, 1, 1, 1) * sh + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
-        w = ar(Wo).view(1, Wo, 1, 1) * sw + ar(taps_w).view(1, 1, 1, taps_w) * dw  # (1, Wo, 1, taps_w)
-        self.chunks = (h * Wp + w).view(Ho * Wo, kh * taps_w)  # (L, chunks per patch), pixel offsets in a sample
+        self.chunks = _chunk_offsets(Ho, Wo, kh, taps_w, sh, sw, dh, dw, Wp, x.device)  # (L, chunks per patch)
         self.sample_size, self.L, self.width = Hp * Wp, Ho * Wo, kh * kw * C
         self.padded = padded  # keeps the copy alive while the view is in use
         self.taps_per_chunk, self.shape, self.pad = kw if dw == 1 else 1, (B, C, H, W), (ph, pw)
 
     def index(self, pixels: torch.Tensor) -> torch.Tensor:
         """Chunk indices (n*chunks per patch,) of the patches of ``pixels``, (n,) flat indices b*L + p."""
+        if self.shape[0] == 1:  # one sample: the flat index is the pixel
+            return self.chunks.index_select(0, pixels).flatten()
         chunks = self.chunks.index_select(0, pixels % self.L)  # (n, chunks per patch)
         return (chunks + (pixels // self.L).view(-1, 1) * self.sample_size).flatten()
 
