@@ -143,18 +143,18 @@ def test_readme_quotes_the_committed_benchmark_results():
         rows = json.loads((results / name).read_text())["rows"]
         return {(r["mode"], r["batch"], r["imgsz"]): f"{r['ratio']:.2f}x" for r in rows if r["model"] == model}
 
-    quoted = [
-        f"| {pair(layer['batch8'], 'dr_vs_conv_infer_median', 'dr_vs_conv_infer_max')} |",
-        f"| {pair(layer['batch1'], 'dr_vs_conv_infer_median', 'dr_vs_conv_infer_max')} |",
-        f"| {pair(layer['batch8'], 'dr_vs_conv_train_median', 'dr_vs_conv_train_max')} |",
+    quoted = [  # each followed by " |" or by earlier runs in brackets
+        f"| {pair(layer['batch8'], 'dr_vs_conv_infer_median', 'dr_vs_conv_infer_max')} ",
+        f"| {pair(layer['batch1'], 'dr_vs_conv_infer_median', 'dr_vs_conv_infer_max')} ",
+        f"| {pair(layer['batch8'], 'dr_vs_conv_train_median', 'dr_vs_conv_train_max')} ",
         f"| {busy['dr_vs_conv_infer_median'] / layer['batch8']['dr_vs_conv_infer_median']:.2f}x / "
-        f"{busy['dr_vs_conv_train_median'] / layer['batch8']['dr_vs_conv_train_median']:.2f}x |",
+        f"{busy['dr_vs_conv_train_median'] / layer['batch8']['dr_vs_conv_train_median']:.2f}x ",
     ]
     model = ratios("drconv_model.json", "yolov8n-drconv")
     lite = ratios("drconv_model.json", "yolov8n-drconv-blocks-lite")
-    quoted += [f"640 px | {model['infer', 1, 640]} [", f"320 px | {model['infer', 1, 320]} [",
-               f"256 px | {model['train', 8, 256]} [", f"| {lite['infer', 1, 640]} / {lite['infer', 1, 320]} |",
-               f"| {lite['train', 8, 256]} |"]  # fmt: skip
+    quoted += [f"640 px | {model['infer', 1, 640]} ", f"320 px | {model['infer', 1, 320]} ",
+               f"256 px | {model['train', 8, 256]} ", f"| {lite['infer', 1, 640]} / {lite['infer', 1, 320]} ",
+               f"| {lite['train', 8, 256]} "]  # fmt: skip
     one = ratios("drconv_model_1thread.json", "yolov8n-drconv")
     quoted.append(f"YOLOv8n-DRConv {one['infer', 1, 640]} / {one['infer', 1, 320]} YOLOv8n at batch 1")
     missing = [q for q in quoted if q not in readme]
