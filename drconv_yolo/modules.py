@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .ops import IMPLEMENTATIONS, is_tracing, region_aware_conv2d, region_aware_conv2d_mixed
+from .ops.common import records_grad
 from .ops.workspace import scratch
 
 __all__ = [
@@ -378,8 +379,7 @@ class DRConv2d(nn.Module):
         nothing traces (a traced scratch buffer would fix the batch size of an export)."""
         if x.is_contiguous(memory_format=torch.channels_last):
             return x
-        recorded = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        if recorded or is_tracing():
+        if records_grad(x, *self.parameters()) or is_tracing():
             return x.contiguous(memory_format=torch.channels_last)
         B, C, H, W = x.shape
         nhwc = scratch("drconv_input", (B, H, W, C), x.dtype, x.device)

@@ -49,7 +49,7 @@ from typing import Optional
 
 import torch
 
-from .common import IntOrPair, check_args, check_bias, compute_dtype, is_tracing, output_size
+from .common import IntOrPair, check_args, check_bias, compute_dtype, is_tracing, output_size, records_grad
 from .export import onnx_conv
 from .fast import argmax_regions, fast_conv
 from .filters import ExplicitFilters, MixedFilters
@@ -190,9 +190,7 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
     if is_tracing():  # the only path that traces to standard ops, whatever was asked for
         impl = "onnx"
     elif impl == "auto":
-        training = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (input, guide, bias, *filters.tensors)
-        )
+        training = records_grad(input, guide, bias, *filters.tensors)
         bases = filters.bases.shape[0] if isinstance(filters, MixedFilters) else None
         impl = choose_impl(input.device, input.shape[0], training, bases=bases)
     if impl == "mix" and not isinstance(filters, MixedFilters):

@@ -134,6 +134,14 @@ def compute_dtype(input: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
 
 
+def records_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd records an op on ``tensors`` (None entries skipped): grad mode is on and one requires grad.
+
+    The op's forward-only branches (and their scratch memory) are taken exactly when this is False.
+    """
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def grad_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the guide gradient is computed in: ``dtype``, or ``GRAD_DTYPE_FLOOR`` if that is wider."""
     return torch.promote_types(dtype, GRAD_DTYPE_FLOOR)

@@ -14,7 +14,7 @@ from functools import partial
 import torch
 from torch.autograd.function import once_differentiable
 
-from .common import guide_grad
+from .common import guide_grad, records_grad
 from .workspace import scratch
 
 # The forward multiplies a sample's regions with one bmm, each region's rows padded to the largest region, when that
@@ -322,6 +322,5 @@ def fast_conv(x, filters, guide, bias, geometry):
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
     """
-    tensors = (x, guide, bias, *filters.tensors)
-    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    training = records_grad(x, guide, bias, *filters.tensors)
     return _RegionConvFast.apply(geometry, type(filters), training, x, guide, bias, *filters.tensors)
