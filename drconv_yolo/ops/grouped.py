@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .common import grad_dtype, guide_grad
+from .common import grad_dtype, guide_grad, records_grad
 from .fast import argmax_regions
 from .patches import PatchGather
 from .workspace import scratch
@@ -224,8 +224,7 @@ class _RegionConvGrouped(torch.autograd.Function):
             _Blocks(x, guide, plan.order, plan.ends, filters, geometry).forward(out_rows, bias)
         else:  # in one go: fewer, larger ops, the temporaries in scratch memory (nothing of them is saved)
             patches = PatchGather(x, geometry, reuse=True)
-            index = patches.index(plan.order)
-            rows = patches.rows(index, scratch("rows", (index.shape[0], patches.source.shape[1]), x.dtype, x.device))
+            rows = patches.rows(patches.index(plan.order))  # (N, K), sorted
             w_t = filters.grouped(scratch("filters", filters.grouped_shape, x.dtype, x.device)).transpose(1, 2)
             out_sorted = _segment_mm(rows, w_t, plan.ends)  # (N, C_out)
             if bias is not None:
@@ -278,6 +277,5 @@ def grouped_conv(x, filters, guide, bias, geometry):
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
     """
-    tensors = (x, guide, bias, *filters.tensors)
-    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    training = records_grad(x, guide, bias, *filters.tensors)
     return _RegionConvGrouped.apply(geometry, type(filters), training, x, guide, bias, *filters.tensors)

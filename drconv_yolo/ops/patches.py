@@ -48,8 +48,8 @@ class PatchGather:
     Args:
         x (torch.Tensor): Input (B, C, H, W); read without a copy of its own when channels-last and unpadded.
         geometry (Geometry): The checked geometry, kernel and output size included.
-        reuse (bool): Put the padded copy in scratch memory (``workspace.scratch``): only while nothing of this
-            gather outlives the call (inference).
+        reuse (bool): Put the padded copy and the rows in scratch memory (``workspace.scratch``): only while
+            nothing of this gather outlives the call (inference).
     """
 
     def __init__(self, x: torch.Tensor, geometry, reuse: bool = False):
@@ -67,6 +67,7 @@ class PatchGather:
         self.sample_size, self.L, self.width = Hp * Wp, Ho * Wo, kh * kw * C
         self.padded = padded  # keeps the copy alive while the view is in use
         self.taps_per_chunk, self.shape, self.pad = kw if dw == 1 else 1, (B, C, H, W), (ph, pw)
+        self.reuse = reuse
 
     def index(self, pixels: torch.Tensor) -> torch.Tensor:
         """Chunk indices (n*chunks per patch,) of the patches of ``pixels``, (n,) flat indices b*L + p."""
@@ -75,13 +76,11 @@ class PatchGather:
         chunks = self.chunks.index_select(0, pixels % self.L)  # (n, chunks per patch)
         return (chunks + (pixels // self.L).view(-1, 1) * self.sample_size).flatten()
 
-    def rows(self, index: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
-        """The patch rows (n, kh*kw*C) at chunk indices ``index`` (from ``index``), written into ``buffer``'s memory
-        (any tensor of at least n*kh*kw*C elements) if given."""
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The patch rows (n, kh*kw*C) at chunk indices ``index`` (from ``index``), in scratch memory if ``reuse``."""
         out = None
-        if buffer is not None:
-            chunk = self.source.shape[1]
-            out = buffer.view(-1)[: index.shape[0] * chunk].view(-1, chunk)
+        if self.reuse:
+            out = scratch("rows", (index.shape[0], self.source.shape[1]), self.source.dtype, self.source.device)
         return torch.index_select(self.source, 0, index, out=out).view(-1, self.width)
 
     def new_zeros(self) -> torch.Tensor:
