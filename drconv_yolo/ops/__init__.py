@@ -49,7 +49,16 @@ from typing import Optional
 
 import torch
 
-from .common import IntOrPair, check_args, check_bias, compute_dtype, is_tracing, output_size, records_grad
+from .common import (
+    IntOrPair,
+    autocast_enabled,
+    check_args,
+    check_bias,
+    compute_dtype,
+    is_tracing,
+    output_size,
+    records_grad,
+)
 from .export import onnx_conv
 from .fast import argmax_regions, fast_conv
 from .filters import ExplicitFilters, MixedFilters
@@ -187,8 +196,8 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
     geometry = check_args(input, filters, guide, stride, padding, dilation)
     if geometry.out_hw is not None:  # eager mode: shapes are known
         check_bias(bias, filters.out_channels)
-    if is_tracing():  # the only path that traces to standard ops, whatever was asked for
-        impl = "onnx"
+    if geometry.out_hw is None:  # tracing (check_args leaves the shapes symbolic): the only path that traces to
+        impl = "onnx"  # standard ops, whatever was asked for
     elif impl == "auto":
         training = records_grad(input, guide, bias, *filters.tensors)
         bases = filters.bases.shape[0] if isinstance(filters, MixedFilters) else None
@@ -204,8 +213,12 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
     # inside them every op keeps its dtype (out= buffers, the float32 surrogate)
     if impl in ("fast", "grouped", "mix"):
         conv = {"fast": fast_conv, "grouped": grouped_conv, "mix": mix_conv}[impl]
+        if any(t.dtype != dtype for t in filters.tensors):
+            filters = filters.to(dtype)
+        if not autocast_enabled(input.device.type):  # nothing to switch off (the common case)
+            return conv(input, filters, guide, bias, geometry)
         with torch.autocast(input.device.type, enabled=False):
-            return conv(input, filters.to(dtype), guide, bias, geometry)
+            return conv(input, filters, guide, bias, geometry)
     weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k), mixed under the caller's autocast
     conv_args = (input, weight, guide, geometry.stride, geometry.padding, geometry.dilation)
     if impl == "onnx":

@@ -113,6 +113,14 @@ def check_bias(bias: Optional[torch.Tensor], C_out: int) -> None:
         raise ValueError(f"region_aware_conv2d: bias must have shape ({C_out},), got {tuple(bias.shape)}")
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` ("cpu", "cuda", ...)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def compute_dtype(input: torch.Tensor) -> torch.dtype:
     """The autocast dtype when autocast is on for the input's device, else the input's dtype.
 
@@ -123,11 +131,7 @@ def compute_dtype(input: torch.Tensor) -> torch.dtype:
         (torch.dtype): The dtype the op computes in.
     """
     device_type = input.device.type
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device argument
-        enabled = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-    if not enabled:
+    if not autocast_enabled(device_type):
         return input.dtype
     if hasattr(torch, "get_autocast_dtype"):
         return torch.get_autocast_dtype(device_type)

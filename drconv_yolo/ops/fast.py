@@ -226,45 +226,51 @@ def _filter_grad(gw, plan, b, go_sorted, rows):
         torch.mm(go_j.t(), rows_j, out=gw[j])
 
 
-class _RegionConvFast(torch.autograd.Function):
-    """The fast op as an autograd Function.
+def _forward(geometry, kind, training, x, guide, bias, *tensors):
+    """The fast op's forward: (output, plan). ``training`` (whether autograd records the call): if not, the buffers
+    are scratch memory reused from call to call."""
+    filters = kind(*tensors)
+    B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
+    L, m = Ho * Wo, guide.shape[1]
 
-    ``apply(geometry, kind, training, x, guide, bias, *tensors)``: the filters are ``kind(*tensors)`` (a filter
-    description class and its tensors, passed as direct arguments so autograd gives them gradients); bias may be None;
-    ``training`` (whether autograd records the call): if not, the buffers are scratch memory reused from call to call.
+    def buffer(slot, *shape):  # reused by every sample, and from call to call when nothing is recorded
+        return x.new_empty(shape) if training else scratch(slot, shape, x.dtype, x.device)
+
+    # the filters' (m, C_out, K) layout, multiplied transposed: no per-call transpose of the filters (or bases)
+    mixed = None if training else scratch("fast_filters", (m, C_out * filters.grouped_shape[2]), x.dtype, x.device)
+    sample = filters.per_sample(False, mixed)  # b -> (m, C_out, K)
+    plan = _RegionPlan(guide)
+    patches = _Patches(x, geometry, plan.src, plan.pos)
+    # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
+    out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
+    R = max(plan.rows)
+    rows, out_buffer = buffer("fast_rows", R, patches.kk * patches.C), buffer("fast_out", R, C_out)
+    for b in range(B):
+        w = sample(b).transpose(1, 2)  # (m, K, C_out), a view
+        n = plan.rows[b]
+        rows_b, out_b = patches.rows(b, n, rows), out_buffer[:n]  # (n, K), (n, C_out)
+        if plan.padded[b]:
+            torch.bmm(rows_b.view(m, n // m, -1), w, out=out_b.view(m, n // m, C_out))
+        else:
+            for j, rows_j, out_j in plan.split(b, rows_b, out_b):
+                torch.mm(rows_j, w[j], out=out_j)
+        if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
+            out_b.add_(bias)
+        torch.index_select(out_b, 0, plan.pos[b], out=out_rows[b])  # a gather: faster than index_copy_
+    return out, plan
+
+
+class _RegionConvFast(torch.autograd.Function):
+    """The fast op as an autograd Function, for the calls autograd records.
+
+    ``apply(geometry, kind, x, guide, bias, *tensors)``: the filters are ``kind(*tensors)`` (a filter description
+    class and its tensors, passed as direct arguments so autograd gives them gradients); bias may be None.
     """
 
     @staticmethod
-    def forward(ctx, geometry, kind, training, x, guide, bias, *tensors):
-        filters = kind(*tensors)
-        B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
-        L, m = Ho * Wo, guide.shape[1]
-
-        def buffer(slot, *shape):  # reused by every sample, and from call to call when nothing is recorded
-            return x.new_empty(shape) if training else scratch(slot, shape, x.dtype, x.device)
-
-        # the filters' (m, C_out, K) layout, multiplied transposed: no per-call transpose of the filters (or bases)
-        mixed = None if training else scratch("fast_filters", (m, C_out * filters.grouped_shape[2]), x.dtype, x.device)
-        sample = filters.per_sample(False, mixed)  # b -> (m, C_out, K)
-        plan = _RegionPlan(guide)
-        patches = _Patches(x, geometry, plan.src, plan.pos)
-        # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
-        out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-        out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
-        R = max(plan.rows)
-        rows, out_buffer = buffer("fast_rows", R, patches.kk * patches.C), buffer("fast_out", R, C_out)
-        for b in range(B):
-            w = sample(b).transpose(1, 2)  # (m, K, C_out), a view
-            n = plan.rows[b]
-            rows_b, out_b = patches.rows(b, n, rows), out_buffer[:n]  # (n, K), (n, C_out)
-            if plan.padded[b]:
-                torch.bmm(rows_b.view(m, n // m, -1), w, out=out_b.view(m, n // m, C_out))
-            else:
-                for j, rows_j, out_j in plan.split(b, rows_b, out_b):
-                    torch.mm(rows_j, w[j], out=out_j)
-            if bias is not None:  # (addmm with out= is many times slower than mm on CPU)
-                out_b.add_(bias)
-            torch.index_select(out_b, 0, plan.pos[b], out=out_rows[b])  # a gather: faster than index_copy_
+    def forward(ctx, geometry, kind, x, guide, bias, *tensors):
+        out, plan = _forward(geometry, kind, True, x, guide, bias, *tensors)
         ctx.save_for_backward(x, guide, *tensors)
         ctx.plan, ctx.geometry, ctx.kind = plan, geometry, kind
         return out
@@ -274,8 +280,8 @@ class _RegionConvFast(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, guide, *tensors = ctx.saved_tensors
         plan, geometry = ctx.plan, ctx.geometry
-        need_x, need_guide, need_bias = ctx.needs_input_grad[3:6]
-        need_filters = any(ctx.needs_input_grad[6:])
+        need_x, need_guide, need_bias = ctx.needs_input_grad[2:5]
+        need_filters = any(ctx.needs_input_grad[5:])
         filters = ctx.kind(*tensors)
         sample = filters.per_sample(transposed=False)  # b -> (m, C_out, K)
         (B, L), C_out = plan.order.shape, filters.out_channels
@@ -301,7 +307,6 @@ class _RegionConvFast(torch.autograd.Function):
         return (
             None,  # geometry
             None,  # kind
-            None,  # training
             input_grad.grad if need_x else None,
             guide_term.grad(guide) if need_guide else None,
             go.sum((0, 1)) if need_bias else None,
@@ -322,5 +327,6 @@ def fast_conv(x, filters, guide, bias, geometry):
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
     """
-    training = records_grad(x, guide, bias, *filters.tensors)
-    return _RegionConvFast.apply(geometry, type(filters), training, x, guide, bias, *filters.tensors)
+    if not records_grad(x, guide, bias, *filters.tensors):  # nothing to record: no autograd node, scratch buffers
+        return _forward(geometry, type(filters), False, x, guide, bias, *filters.tensors)[0]
+    return _RegionConvFast.apply(geometry, type(filters), x, guide, bias, *filters.tensors)

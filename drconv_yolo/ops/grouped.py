@@ -19,6 +19,8 @@ The surrounding code is the same, so the tests check this path on CPU in float64
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -109,13 +111,18 @@ class _Plan:
     def __init__(self, guide: torch.Tensor):
         B, m, Ho, Wo = guide.shape
         region = argmax_regions(guide).reshape(B, Ho * Wo)  # (B, L)
-        key = region.flatten() if B == 1 else (region + torch.arange(B, device=guide.device).view(B, 1) * m).flatten()
-        self.order = torch.sort(key, stable=True).indices  # (N,)
-        counts = torch.zeros(B * m, dtype=torch.long, device=guide.device).scatter_add_(0, key, torch.ones_like(key))
-        self.ends = counts.cumsum(0).to(torch.int32)  # (G,)
+        key = region.flatten() if B == 1 else (region + _arange(B, guide.device).view(B, 1) * m).flatten()  # (N,)
+        sorted_key, self.order = torch.sort(key, stable=True)  # (N,) each
+        # a group's end is the number of keys up to its own: one search of the sorted keys, no count and cumsum
+        self.ends = torch.searchsorted(sorted_key, _arange(B * m, key.device), right=True, out_int32=True)  # (G,)
         # sorted.index_select(0, inverse) is back in pixel order (a gather: twice as fast as an index_copy_ scatter)
-        positions = torch.arange(key.shape[0], device=key.device)
-        self.inverse = torch.empty_like(self.order).scatter_(0, self.order, positions)  # (N,)
+        self.inverse = torch.empty_like(self.order).scatter_(0, self.order, _arange(key.shape[0], key.device))  # (N,)
+
+
+@functools.lru_cache(maxsize=64)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """``torch.arange(n)`` (long), cached: the plan asks for the same few on every call. Only ever read."""
+    return torch.arange(n, device=device)
 
 
 def _block_ends(starts: torch.Tensor, ends: torch.Tensor, first: torch.Tensor, size: int) -> torch.Tensor:
@@ -209,27 +216,35 @@ class _Blocks:
         return g, grads, grad_padded
 
 
+def _infer(x, filters, guide, bias, geometry):
+    """The forward of a call autograd does not record, in one go: fewer, larger ops than the training forward's
+    blocks, the temporaries in scratch memory (nothing of them is saved)."""
+    B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
+    plan = _Plan(guide)
+    out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    patches = PatchGather(x, geometry, reuse=True)
+    rows = patches.rows(patches.index(plan.order))  # (N, K), sorted
+    w_t = filters.grouped(scratch("filters", filters.grouped_shape, x.dtype, x.device)).transpose(1, 2)
+    out_sorted = _segment_mm(rows, w_t, plan.ends)  # (N, C_out)
+    if bias is not None:
+        out_sorted.add_(bias)
+    torch.index_select(out_sorted, 0, plan.inverse, out=out.permute(0, 2, 3, 1).view(-1, C_out))  # pixel order
+    return out
+
+
 class _RegionConvGrouped(torch.autograd.Function):
-    """The grouped op as an autograd Function: ``apply(geometry, kind, training, x, guide, bias, *tensors)``, as the
-    fast one's with ``training`` (whether autograd records the call) choosing the forward's blocks."""
+    """The grouped op as an autograd Function, for the calls autograd records: ``apply(geometry, kind, x, guide, bias,
+    *tensors)``, as the fast one's. The forward goes in blocks: the (N, K) patch rows would be the step's largest
+    tensor."""
 
     @staticmethod
-    def forward(ctx, geometry, kind, training, x, guide, bias, *tensors):
+    def forward(ctx, geometry, kind, x, guide, bias, *tensors):
         filters = kind(*tensors)
         B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
         plan = _Plan(guide)
         out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         out_rows = out.permute(0, 2, 3, 1).view(-1, C_out)  # (N, C_out), pixel order
-        if training:  # in blocks: the (N, K) patch rows would be the step's largest tensor
-            _Blocks(x, guide, plan.order, plan.ends, filters, geometry).forward(out_rows, bias)
-        else:  # in one go: fewer, larger ops, the temporaries in scratch memory (nothing of them is saved)
-            patches = PatchGather(x, geometry, reuse=True)
-            rows = patches.rows(patches.index(plan.order))  # (N, K), sorted
-            w_t = filters.grouped(scratch("filters", filters.grouped_shape, x.dtype, x.device)).transpose(1, 2)
-            out_sorted = _segment_mm(rows, w_t, plan.ends)  # (N, C_out)
-            if bias is not None:
-                out_sorted.add_(bias)
-            torch.index_select(out_sorted, 0, plan.inverse, out=out_rows)  # pixel order
+        _Blocks(x, guide, plan.order, plan.ends, filters, geometry).forward(out_rows, bias)
         ctx.save_for_backward(x, guide, plan.order, plan.inverse, plan.ends, *tensors)
         ctx.geometry, ctx.kind = geometry, kind
         return out
@@ -239,8 +254,8 @@ class _RegionConvGrouped(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, guide, order, inverse, ends, *tensors = ctx.saved_tensors
         geometry = ctx.geometry
-        need_x, need_guide, need_bias = ctx.needs_input_grad[3:6]
-        need_filters = any(ctx.needs_input_grad[6:])
+        need_x, need_guide, need_bias = ctx.needs_input_grad[2:5]
+        need_filters = any(ctx.needs_input_grad[5:])
         filters = ctx.kind(*tensors)
         B, C_out, N = x.shape[0], filters.out_channels, order.shape[0]
         go = grad_out.permute(0, 2, 3, 1).reshape(N, C_out)  # (N, C_out), pixel order
@@ -256,7 +271,6 @@ class _RegionConvGrouped(torch.autograd.Function):
         return (
             None,  # geometry
             None,  # kind
-            None,  # training
             grad_x,
             grad_guide,
             go.sum(0) if need_bias else None,
@@ -277,5 +291,6 @@ def grouped_conv(x, filters, guide, bias, geometry):
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
     """
-    training = records_grad(x, guide, bias, *filters.tensors)
-    return _RegionConvGrouped.apply(geometry, type(filters), training, x, guide, bias, *filters.tensors)
+    if not records_grad(x, guide, bias, *filters.tensors):  # nothing to record: no autograd node
+        return _infer(x, filters, guide, bias, geometry)
+    return _RegionConvGrouped.apply(geometry, type(filters), x, guide, bias, *filters.tensors)
