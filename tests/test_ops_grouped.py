@@ -114,6 +114,22 @@ def test_grouped_forward_and_backward_never_read_tensors_back_to_the_host(groupe
     assert all(torch.isfinite(g).all() for g in (*grads, *grads_mixed))
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_grouped_inference_never_reads_tensors_back_to_the_host(mode, grouped_mm_calls, monkeypatch):
+    # the forward-only branch (no autograd node, scratch buffers, cached aranges) is the GPU path's inference too
+    x, w, guide, go, conf = make_inputs(ALIGNED[0], torch.float32)
+    coef, bases = torch.rand(2, 4, 3), torch.randn(3, 16, 8, 3, 3)
+    context = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    with context(), forbid_host_sync(monkeypatch, "the grouped path's inference"):
+        y = region_aware_conv2d(x, w, guide, *conf, impl="grouped")
+        ym = region_aware_conv2d_mixed(x, coef, bases, guide, *conf, impl="grouped")
+    assert len(grouped_mm_calls) == 2 and y.grad_fn is None
+    with context():
+        ref = region_aware_conv2d(x, w, guide, *conf, impl="reference")
+        ref_mixed = region_aware_conv2d_mixed(x, coef, bases, guide, *conf, impl="reference")
+    close((y, ym), (ref, ref_mixed), 1e-4, ("output", "output_mixed"))
+
+
 @pytest.mark.parametrize(
     "device, batch, training, expected",
     [

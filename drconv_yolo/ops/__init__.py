@@ -27,9 +27,10 @@ Five implementations stand behind the one call and agree to floating-point toler
     Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
     chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
 
-When autograd records nothing (inference), the fast and grouped paths take their large temporaries on CPU (patch
-rows, padded input, mixed filters) from scratch memory kept per thread between calls (``workspace.scratch``): fresh
-tensors would be fresh pages, faulted in and zeroed by the kernel on every call. The buffers hold about the largest
+When autograd records nothing (inference), the fast and grouped paths run their forward as a plain function (no
+autograd node: at YOLO's small maps a call's fixed work costs more than its arithmetic) and take their large
+temporaries on CPU (patch rows, padded input, mixed filters) from scratch memory kept per thread between calls
+(``workspace.scratch``): fresh tensors would be fresh pages, faulted in and zeroed by the kernel on every call. The buffers hold about the largest
 layer's temporaries (YOLOv8n-DRConv: 36 MiB at 640 px and batch 1, 76 MiB at batch 8, 115 MiB at 1280 px);
 ``release_scratch()`` frees them.
 
