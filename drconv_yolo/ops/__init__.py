@@ -30,9 +30,9 @@ Five implementations stand behind the one call and agree to floating-point toler
 When autograd records nothing (inference), the fast and grouped paths run their forward as a plain function (no
 autograd node: at YOLO's small maps a call's fixed work costs more than its arithmetic) and take their large
 temporaries on CPU (patch rows, padded input, mixed filters) from scratch memory kept per thread between calls
-(``workspace.scratch``): fresh tensors would be fresh pages, faulted in and zeroed by the kernel on every call. The buffers hold about the largest
-layer's temporaries (YOLOv8n-DRConv: 36 MiB at 640 px and batch 1, 76 MiB at batch 8, 115 MiB at 1280 px);
-``release_scratch()`` frees them.
+(``workspace.scratch``): fresh tensors would be fresh pages, faulted in and zeroed by the kernel on every call.
+The buffers hold about the largest layer's temporaries (YOLOv8n-DRConv: 36 MiB at 640 px and batch 1, 76 MiB at
+batch 8, 115 MiB at 1280 px); ``release_scratch()`` frees them.
 
 ``"auto"`` picks by ``choose_impl``: ``mix`` for mixed filters of at most ``MIX_MAX_BASES`` bases, else ``grouped``
 off the CPU and for single-sample inference on CPU, ``fast`` for training and batches on CPU; ``onnx`` while tracing.
