@@ -168,8 +168,8 @@ def test_auto_dispatches_by_the_rule(monkeypatch):
 
 
 def test_grouped_training_after_inference_mode_call_of_the_same_geometry():
-    # the patch offsets (per geometry) and the plan's aranges (per size) are cached: made under inference_mode, they
-    # must still serve autograd
+    # the patch offsets (per geometry) and the plan's small aranges (per size) are cached: made under inference_mode,
+    # they must still serve autograd
     x, w, guide, go, conf = make_inputs(SHAPES[1])
     with torch.inference_mode():
         region_aware_conv2d(x, w, guide, *conf, impl="grouped")

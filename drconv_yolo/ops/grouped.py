@@ -116,12 +116,13 @@ class _Plan:
         # a group's end is the number of keys up to its own: one search of the sorted keys, no count and cumsum
         self.ends = torch.searchsorted(sorted_key, _arange(B * m, key.device), right=True, out_int32=True)  # (G,)
         # sorted.index_select(0, inverse) is back in pixel order (a gather: twice as fast as an index_copy_ scatter)
-        self.inverse = torch.empty_like(self.order).scatter_(0, self.order, _arange(key.shape[0], key.device))  # (N,)
+        positions = torch.arange(key.shape[0], device=key.device)  # (N,), not cached: N changes with every batch shape
+        self.inverse = torch.empty_like(self.order).scatter_(0, self.order, positions)  # (N,)
 
 
 @functools.lru_cache(maxsize=64)
 def _arange(n: int, device: torch.device) -> torch.Tensor:
-    """``torch.arange(n)`` (long), cached: the plan asks for the same few on every call. Only ever read."""
+    """``torch.arange(n)`` (long) for the plan's few small sizes (B, B*m), cached. Only ever read."""
     return torch.arange(n, device=device)
 
 
