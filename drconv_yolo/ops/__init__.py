@@ -46,6 +46,7 @@ Gradients (all implementations, to input, weight and guide)::
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -214,12 +215,9 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
     # inside them every op keeps its dtype (out= buffers, the float32 surrogate)
     if impl in ("fast", "grouped", "mix"):
         conv = {"fast": fast_conv, "grouped": grouped_conv, "mix": mix_conv}[impl]
-        if any(t.dtype != dtype for t in filters.tensors):
-            filters = filters.to(dtype)
-        if not autocast_enabled(input.device.type):  # nothing to switch off (the common case)
-            return conv(input, filters, guide, bias, geometry)
-        with torch.autocast(input.device.type, enabled=False):
-            return conv(input, filters, guide, bias, geometry)
+        device_type = input.device.type  # no autocast context when there is nothing to switch off (the common case)
+        with torch.autocast(device_type, enabled=False) if autocast_enabled(device_type) else contextlib.nullcontext():
+            return conv(input, filters.to(dtype), guide, bias, geometry)
     weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k), mixed under the caller's autocast
     conv_args = (input, weight, guide, geometry.stride, geometry.padding, geometry.dilation)
     if impl == "onnx":

@@ -226,10 +226,9 @@ def _filter_grad(gw, plan, b, go_sorted, rows):
         torch.mm(go_j.t(), rows_j, out=gw[j])
 
 
-def _forward(geometry, kind, training, x, guide, bias, *tensors):
+def _forward(x, filters, guide, bias, geometry, training):
     """The fast op's forward: (output, plan). ``training`` (whether autograd records the call): if not, the buffers
     are scratch memory reused from call to call."""
-    filters = kind(*tensors)
     B, C_out, (Ho, Wo) = x.shape[0], filters.out_channels, geometry.out_hw
     L, m = Ho * Wo, guide.shape[1]
 
@@ -270,7 +269,7 @@ class _RegionConvFast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, geometry, kind, x, guide, bias, *tensors):
-        out, plan = _forward(geometry, kind, True, x, guide, bias, *tensors)
+        out, plan = _forward(x, kind(*tensors), guide, bias, geometry, training=True)
         ctx.save_for_backward(x, guide, *tensors)
         ctx.plan, ctx.geometry, ctx.kind = plan, geometry, kind
         return out
@@ -328,5 +327,5 @@ def fast_conv(x, filters, guide, bias, geometry):
         (torch.Tensor): (B, C_out, Ho, Wo), channels-last.
     """
     if not records_grad(x, guide, bias, *filters.tensors):  # nothing to record: no autograd node, scratch buffers
-        return _forward(geometry, type(filters), False, x, guide, bias, *filters.tensors)[0]
+        return _forward(x, filters, guide, bias, geometry, training=False)[0]
     return _RegionConvFast.apply(geometry, type(filters), x, guide, bias, *filters.tensors)

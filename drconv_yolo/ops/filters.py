@@ -46,7 +46,9 @@ class _Filters:
         return (B * m, C_out, C_in * kh * kw)
 
     def to(self, dtype: torch.dtype) -> _Filters:
-        """The same description with every tensor in ``dtype``."""
+        """The same description with every tensor in ``dtype`` (itself when they all are already)."""
+        if all(t.dtype == dtype for t in self.tensors):
+            return self
         return type(self)(*(t.to(dtype) for t in self.tensors))
 
     def _unrows(self, grad: torch.Tensor, lead: Tuple[int, ...]) -> torch.Tensor:
