@@ -159,7 +159,7 @@ def test_auto_dispatches_by_the_rule(monkeypatch):
     x, w, guide, _, conf = make_inputs(SHAPES[0])  # batch 2
     region_aware_conv2d(x, w, guide, *conf)
     assert called[-1] == "fast_conv"
-    monkeypatch.setattr(ops, "choose_impl", lambda device, batch, training, bases=None: "grouped")  # GPU
+    monkeypatch.setattr(ops, "choose_impl", lambda *args: "grouped")  # GPU
     torch.testing.assert_close(
         region_aware_conv2d(x, w, guide, *conf), region_aware_conv2d(x, w, guide, *conf, impl="fast")
     )

@@ -22,7 +22,8 @@ Five implementations stand behind the one call and agree to floating-point toler
 ``mix``
     Mixed filters only (``region_aware_conv2d_mixed``, the official generator): one standard conv with the n bases
     (the framework's own kernel), then a per-pixel mix of the n responses by the selected region's coefficients; n x
-    the MACs of a conv, so the cheapest path for few bases. Explicit per-sample filters are refused (ValueError).
+    the MACs of a conv, so the cheapest path for few bases or small maps. Explicit per-sample filters are refused
+    (ValueError).
 ``onnx``
     Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
     chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
@@ -34,8 +35,9 @@ temporaries on CPU (patch rows, padded input, mixed filters) from scratch memory
 The buffers hold about the largest layer's temporaries (YOLOv8n-DRConv: 36 MiB at 640 px and batch 1, 76 MiB at
 batch 8, 115 MiB at 1280 px); ``release_scratch()`` frees them.
 
-``"auto"`` picks by ``choose_impl``: ``mix`` for mixed filters of at most ``MIX_MAX_BASES`` bases, else ``grouped``
-off the CPU and for single-sample inference on CPU, ``fast`` for training and batches on CPU; ``onnx`` while tracing.
+``"auto"`` picks by ``choose_impl``: ``mix`` for mixed filters of at most ``MIX_MAX_BASES`` bases or on small output
+maps (a few times m * n pixels), else ``grouped`` off the CPU and for single-sample inference on CPU, ``fast`` for
+training and batches on CPU; ``onnx`` while tracing.
 
 Gradients (all implementations, to input, weight and guide)::
 
@@ -94,6 +96,27 @@ GROUPED_CPU_MAX_BATCH = 1
 # training step by up to 10%), at n = 4 it wins 2 / 12 and 1 / 12. Its training peak memory is at most 0.45x the
 # reference op's for n <= 2 (0.54x at n = 4).
 MIX_MAX_BASES = 2
+
+# "auto" also takes the mix path for mixed filters of any n when the output map is small next to the filters: at most
+# MIX_SMALL_MAP_TRAIN * m * n output pixels L for a training step, at most MIX_SMALL_MAP_INFER * m * n for inference on
+# more than one sample, and (its memory) n * L <= m * K / MIX_FILTERS_VS_RESPONSES, K = C_in * kh * kw.
+# Time: there the other paths spend more on mixing each sample's m filters (m * n * C_out * K multiply-adds, bound by
+# memory: the n bases are read once per sample) than on convolving (L * C_out * K), while the mix path reads the bases
+# once per batch. Measured at the YOLOv8n-DRConv layers (m = n = 8, so m * n = 64; 2-core CPU, fp32, 2 threads,
+# batch 8, round-robin; x nn.Conv2d): a training step at 36 / 64 / 144 output pixels costs 7.0-7.4x / 6.3-7.4x /
+# 6.7-8.6x by mix against 15.8-18.9x / 10.7-16.0x / 9.1-10.8x by the fast path; at 256 pixels mix loses (6.7-7.1x
+# against 5.5-6.6x). Inference at batch 8: 64 pixels 6.5-7.0x by mix against 8.3-9.8x, 256 pixels 7.4-7.5x against
+# 4.1-4.8x. At batch 1 the grouped path (the sample's filters mixed in one matmul) stays ahead at 64 pixels (4.5-4.9x
+# against 5.6-6.1x).
+# Memory: the mix path keeps the n responses Z (n * C_out * L per sample) for backward, the reference op the
+# materialised filters (m * C_out * K) and their gradient besides its m responses. With Z at most an eighth of the
+# filters, a training step at batch 8 peaks at 0.16-0.21x the reference op's and 1.2-1.4x the fast path's (64->64,
+# 128->128, 128->256 at 8 x 8); at batch 1 the parameter gradients dominate: 0.33-0.52x the reference's, the fast
+# path 0.52-0.83x. Where Z is as large as the filters (16->32 at 8 x 8 or 12 x 12) it would take 0.62-0.84x the
+# reference's at batch 2, and 1.8x the fast path's for 64->128 at 12 x 12 (a quarter).
+MIX_SMALL_MAP_TRAIN = 3
+MIX_SMALL_MAP_INFER = 1
+MIX_FILTERS_VS_RESPONSES = 8
 
 
 def region_aware_conv2d(
@@ -157,7 +180,15 @@ def region_aware_conv2d_mixed(
     return _region_conv(input, MixedFilters(coef, bases), guide, stride, padding, dilation, bias, impl)
 
 
-def choose_impl(device: torch.device, batch: int, training: bool, bases: Optional[int] = None) -> str:
+def choose_impl(
+    device: torch.device,
+    batch: int,
+    training: bool,
+    bases: Optional[int] = None,
+    regions: Optional[int] = None,
+    out_pixels: Optional[int] = None,
+    patch: Optional[int] = None,
+) -> str:
     """The implementation ``impl="auto"`` runs (outside tracing, which always takes ``"onnx"``).
 
     The rule: ``"mix"`` for mixed filters (the official generator) of at most ``MIX_MAX_BASES`` bases, on every
@@ -166,6 +197,15 @@ def choose_impl(device: torch.device, batch: int, training: bool, bases: Optiona
     at the YOLOv8n bench shapes (see ``MIX_MAX_BASES``): at n = 1 it wins every shape, batch and mode (median 1.7x a
     conv for inference, 1.6x for training), at n = 2 most (2.5x and 3.0x), at n = 4 almost none. Off the CPU it is
     chosen on the same ground (cuDNN's conv against the grouped path's gathers), not yet measured there.
+
+    ``"mix"`` also for mixed filters of any n on small output maps: at most ``MIX_SMALL_MAP_TRAIN * m * n`` pixels
+    L = Ho * Wo for a training step, at most ``MIX_SMALL_MAP_INFER * m * n`` for inference on two samples or more, and
+    n * L <= m * K / ``MIX_FILTERS_VS_RESPONSES`` (K = C_in * kh * kw: the n responses it keeps for backward are small
+    next to the filters, so its training peak stays near the fast path's). There mixing every sample's
+    m filters from the n bases (m * n * C_out * K multiply-adds per sample, bound by memory) costs more than the
+    convolution itself (L * C_out * K), while the mix path reads the bases once per batch: at YOLOv8n-DRConv's 8 x 8
+    maps in a 256 px training step it takes half the fast path's time (see ``MIX_SMALL_MAP_TRAIN``). Measured on CPU;
+    off it, the same rule on the same ground.
 
     Otherwise ``"grouped"`` off the CPU, where the fast path's per-sample loops and host synchronisations
     (``.tolist()`` of the region counts) would stall the device queue (GPU speed is not yet measured). On CPU,
@@ -180,12 +220,21 @@ def choose_impl(device: torch.device, batch: int, training: bool, bases: Optiona
         batch (int): The batch size B.
         training (bool): Whether autograd records the call (a backward will follow).
         bases (int, optional): The number of bases n of mixed filters; None for explicit filters.
+        regions (int, optional): The number of regions m (with ``bases``, ``out_pixels`` and ``patch``: the small-map
+            rule).
+        out_pixels (int, optional): The output map's pixel count L = Ho * Wo.
+        patch (int, optional): A filter's size K = C_in * kh * kw.
 
     Returns:
         (str): ``"mix"``, ``"fast"`` or ``"grouped"``.
     """
     if bases is not None and bases <= MIX_MAX_BASES:
         return "mix"
+    if bases is not None and None not in (regions, out_pixels, patch):
+        small = MIX_SMALL_MAP_TRAIN if training else (MIX_SMALL_MAP_INFER if batch > 1 else 0)
+        fits = MIX_FILTERS_VS_RESPONSES * bases * out_pixels <= regions * patch
+        if out_pixels <= small * regions * bases and fits:
+            return "mix"
     if device.type != "cpu" or (batch <= GROUPED_CPU_MAX_BATCH and not training):
         return "grouped"
     return "fast"
@@ -203,7 +252,9 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
     elif impl == "auto":
         training = records_grad(input, guide, bias, *filters.tensors)
         bases = filters.bases.shape[0] if isinstance(filters, MixedFilters) else None
-        impl = choose_impl(input.device, input.shape[0], training, bases=bases)
+        B, m, _, C_in, kh, kw = filters.shape
+        pixels = geometry.out_hw[0] * geometry.out_hw[1]
+        impl = choose_impl(input.device, B, training, bases, m, pixels, C_in * kh * kw)
     if impl == "mix" and not isinstance(filters, MixedFilters):
         raise ValueError(
             'region_aware_conv2d: impl="mix" needs mixed filters (region_aware_conv2d_mixed, the official generator); '

@@ -6,7 +6,8 @@ pixel p of region r(p) = argmax_j guide[b, j, p] is::
     y[b, :, p] = sum_n coef[b, r(p), n] * Z[b, n, :, p] + bias,    Z = conv2d(x, bases as (n*C_out, C_in, k, k))
 
 that is one standard convolution with n*C_out output channels (the framework's own kernel: oneDNN on CPU, cuDNN on
-CUDA) and a per-pixel mix: n times the MACs of one conv, so it is the cheapest path when n is small (``choose_impl``).
+CUDA) and a per-pixel mix: n times the MACs of one conv, so it is the cheapest path when n is small, or when the
+map is so small that mixing every sample's filters would cost more than the convolution (``choose_impl``).
 
 Backward gives exactly the paper's gradients (those of the reference, which materialises the filters):
 
