@@ -40,6 +40,16 @@ def run_mixed(impl, x, coef, bases, guide, bias, go, conf):
     return (y, *torch.autograd.grad(y, leaves, go))
 
 
+@pytest.fixture
+def called(monkeypatch):
+    """The names of the implementations the op dispatches to, in call order."""
+    names = []
+    for name in ("fast_conv", "grouped_conv", "mix_conv"):
+        real = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda *args, n=name, f=real: names.append(n) or f(*args))
+    return names
+
+
 def close(got, ref, tol=1e-10):
     for name, a, b in zip(NAMES, got, ref):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda msg, n=name: f"{n}: {msg}")
@@ -191,11 +201,7 @@ def test_auto_rule_keeps_many_bases_off_mix_where_its_responses_outweigh_the_fil
     assert choose_impl(device, 8, training, n, m, L, K - 1) == choose_impl(device, 8, training, n) != "mix"
 
 
-def test_auto_dispatches_mix_for_many_bases_on_a_small_map(monkeypatch):
-    called = []
-    for name in ("fast_conv", "grouped_conv", "mix_conv"):
-        real = getattr(ops, name)
-        monkeypatch.setattr(ops, name, lambda *args, n=name, f=real: called.append(n) or f(*args))
+def test_auto_dispatches_mix_for_many_bases_on_a_small_map(called):
     layer = DRConv2d(32, 16, 3, 2, regions=4, bases=8)  # K = 288
     for size in (8, 40):  # 4 x 4 output pixels (mix), 20 x 20 (too many)
         x = torch.randn(2, 32, size, size)
@@ -205,27 +211,7 @@ def test_auto_dispatches_mix_for_many_bases_on_a_small_map(monkeypatch):
     assert called == ["mix_conv", "mix_conv", "fast_conv", "fast_conv"]
 
 
-def test_drconv2d_many_bases_small_map_mix_matches_fast_in_float64():
-    torch.manual_seed(0)
-    layer = DRConv2d(32, 16, 3, 2, regions=4, bases=8, impl="fast").double()
-    x = torch.randn(2, 32, 8, 7, dtype=torch.float64, requires_grad=True)
-    outs = []
-    for impl in ("fast", "mix"):
-        layer.op.impl = impl
-        layer.zero_grad()
-        x.grad = None
-        y = layer(x)
-        y.square().sum().backward()
-        outs.append((y, x.grad, *(p.grad for p in layer.parameters())))
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-
-
-def test_auto_dispatches_mix_for_bases_1_and_not_for_bases_8(monkeypatch):
-    called = []
-    for name in ("fast_conv", "grouped_conv", "mix_conv"):
-        real = getattr(ops, name)
-        monkeypatch.setattr(ops, name, lambda *args, n=name, f=real: called.append(n) or f(*args))
+def test_auto_dispatches_mix_for_bases_1_and_not_for_bases_8(called):
     x = torch.randn(2, 8, 12, 12)
     for bases in (1, 8):
         layer = DRConv2d(8, 16, 3, 2, regions=4, bases=bases)
@@ -235,10 +221,15 @@ def test_auto_dispatches_mix_for_bases_1_and_not_for_bases_8(monkeypatch):
     assert called == ["mix_conv", "mix_conv", "fast_conv", "fast_conv"]
 
 
-def test_drconv2d_layer_mix_matches_fast_in_float64():
+@pytest.mark.parametrize(
+    "c1, c2, bases, size",
+    [(6, 8, 2, (11, 9)), (32, 16, 8, (8, 7))],  # few bases; many bases on a map small enough for the rule
+    ids=["few-bases", "many-bases-small-map"],
+)
+def test_drconv2d_layer_mix_matches_fast_in_float64(c1, c2, bases, size):
     torch.manual_seed(0)
-    layer = DRConv2d(6, 8, 3, 2, regions=4, bases=2, impl="fast").double()
-    x = torch.randn(2, 6, 11, 9, dtype=torch.float64, requires_grad=True)
+    layer = DRConv2d(c1, c2, 3, 2, regions=4, bases=bases, impl="fast").double()
+    x = torch.randn(2, c1, *size, dtype=torch.float64, requires_grad=True)
     outs = []
     for impl in ("fast", "mix"):
         layer.op.impl = impl
