@@ -10,6 +10,7 @@ from _model_helpers import forbid_host_sync
 from test_ops import IDS, SHAPES, make_inputs
 
 import drconv_yolo.ops as ops
+import drconv_yolo.ops.mixed_conv as mixed_conv
 from drconv_yolo.measure import peak_mb
 from drconv_yolo.modules import DRConv2d
 from drconv_yolo.ops import MIX_MAX_BASES, choose_impl, region_aware_conv2d, region_aware_conv2d_mixed
@@ -60,6 +61,28 @@ def close(got, ref, tol=1e-10):
 def test_mix_matches_materialised_reference_float64_output_and_all_grads(shape, n, device):
     args = mixed_inputs(shape, n, device=device)
     close(run_mixed("mix", *args), run_mixed("reference", *args))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_mix_as_one_product_matches_materialised_reference_float64_output_and_all_grads(shape, n, monkeypatch):
+    # the small maps of a training step take Z as unfolded patches times the bases; forced here on every shape
+    monkeypatch.setattr(mixed_conv, "small_map", lambda *args: True)
+    args = mixed_inputs(shape, n)
+    close(run_mixed("mix", *args), run_mixed("reference", *args))
+
+
+def test_mix_takes_one_product_on_small_maps_in_training_only(monkeypatch):
+    unfolded = []  # the input sizes unfolded
+    real = mixed_conv.F.unfold
+    monkeypatch.setattr(mixed_conv.F, "unfold", lambda x, *a: unfolded.append(x.shape[-1]) or real(x, *a))
+    layer = DRConv2d(32, 16, 3, 2, regions=4, bases=8, impl="mix")  # K = 288: 4 x 4 outputs fit the rule
+    for size in (8, 40):  # small (4 x 4 output pixels), large (20 x 20)
+        x = torch.randn(2, 32, size, size)
+        with torch.no_grad():
+            layer(x)
+        layer(x).sum().backward()
+    assert unfolded == [8]  # the small map's training step only
 
 
 @pytest.mark.parametrize("n", [1, 3])

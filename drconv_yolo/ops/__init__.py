@@ -67,7 +67,7 @@ from .export import onnx_conv
 from .fast import argmax_regions, fast_conv
 from .filters import ExplicitFilters, MixedFilters
 from .grouped import grouped_conv
-from .mixed_conv import mix_conv
+from .mixed_conv import MIX_FILTERS_VS_RESPONSES, MIX_SMALL_MAP_INFER, MIX_SMALL_MAP_TRAIN, mix_conv, small_map
 from .reference import reference_conv
 from .workspace import release_scratch
 
@@ -80,6 +80,10 @@ __all__ = [
     "argmax_regions",
     "choose_impl",
     "release_scratch",
+    "MIX_MAX_BASES",
+    "MIX_SMALL_MAP_TRAIN",
+    "MIX_SMALL_MAP_INFER",
+    "MIX_FILTERS_VS_RESPONSES",
 ]
 
 IMPLEMENTATIONS = ("auto", "fast", "grouped", "mix", "reference", "onnx")
@@ -96,27 +100,6 @@ GROUPED_CPU_MAX_BATCH = 1
 # training step by up to 10%), at n = 4 it wins 2 / 12 and 1 / 12. Its training peak memory is at most 0.45x the
 # reference op's for n <= 2 (0.54x at n = 4).
 MIX_MAX_BASES = 2
-
-# "auto" also takes the mix path for mixed filters of any n when the output map is small next to the filters: at most
-# MIX_SMALL_MAP_TRAIN * m * n output pixels L for a training step, at most MIX_SMALL_MAP_INFER * m * n for inference on
-# more than one sample, and (its memory) n * L <= m * K / MIX_FILTERS_VS_RESPONSES, K = C_in * kh * kw.
-# Time: there the other paths spend more on mixing each sample's m filters (m * n * C_out * K multiply-adds, bound by
-# memory: the n bases are read once per sample) than on convolving (L * C_out * K), while the mix path reads the bases
-# once per batch. Measured at the YOLOv8n-DRConv layers (m = n = 8, so m * n = 64; 2-core CPU, fp32, 2 threads,
-# batch 8, round-robin; x nn.Conv2d): a training step at 36 / 64 / 144 output pixels costs 7.0-7.4x / 6.3-7.4x /
-# 6.7-8.6x by mix against 15.8-18.9x / 10.7-16.0x / 9.1-10.8x by the fast path; at 256 pixels mix loses (6.7-7.1x
-# against 5.5-6.6x). Inference at batch 8: 64 pixels 6.5-7.0x by mix against 8.3-9.8x, 256 pixels 7.4-7.5x against
-# 4.1-4.8x. At batch 1 the grouped path (the sample's filters mixed in one matmul) stays ahead at 64 pixels (4.5-4.9x
-# against 5.6-6.1x).
-# Memory: the mix path keeps the n responses Z (n * C_out * L per sample) for backward, the reference op the
-# materialised filters (m * C_out * K) and their gradient besides its m responses. With Z at most an eighth of the
-# filters, a training step at batch 8 peaks at 0.16-0.21x the reference op's and 1.2-1.4x the fast path's (64->64,
-# 128->128, 128->256 at 8 x 8); at batch 1 the parameter gradients dominate: 0.33-0.52x the reference's, the fast
-# path 0.52-0.83x. Where Z is as large as the filters (16->32 at 8 x 8 or 12 x 12) it would take 0.62-0.84x the
-# reference's at batch 2, and 1.8x the fast path's for 64->128 at 12 x 12 (a quarter).
-MIX_SMALL_MAP_TRAIN = 3
-MIX_SMALL_MAP_INFER = 1
-MIX_FILTERS_VS_RESPONSES = 8
 
 
 def region_aware_conv2d(
@@ -201,11 +184,11 @@ def choose_impl(
     ``"mix"`` also for mixed filters of any n on small output maps: at most ``MIX_SMALL_MAP_TRAIN * m * n`` pixels
     L = Ho * Wo for a training step, at most ``MIX_SMALL_MAP_INFER * m * n`` for inference on two samples or more, and
     n * L <= m * K / ``MIX_FILTERS_VS_RESPONSES`` (K = C_in * kh * kw: the n responses it keeps for backward are small
-    next to the filters, so its training peak stays near the fast path's). There mixing every sample's
-    m filters from the n bases (m * n * C_out * K multiply-adds per sample, bound by memory) costs more than the
-    convolution itself (L * C_out * K), while the mix path reads the bases once per batch: at YOLOv8n-DRConv's 8 x 8
-    maps in a 256 px training step it takes half the fast path's time (see ``MIX_SMALL_MAP_TRAIN``). Measured on CPU;
-    off it, the same rule on the same ground.
+    next to the filters, so its training peak stays near the fast path's); ``mixed_conv.small_map`` is the test.
+    There mixing every sample's m filters from the n bases (m * n * C_out * K multiply-adds per sample, bound by
+    memory) costs more than the convolution itself (L * C_out * K), while the mix path reads the bases once per batch:
+    at YOLOv8n-DRConv's 8 x 8 maps in a 256 px training step it takes half the fast path's time (measurements beside
+    ``mixed_conv.MIX_SMALL_MAP_TRAIN``). Measured on CPU; off it, the same rule on the same ground.
 
     Otherwise ``"grouped"`` off the CPU, where the fast path's per-sample loops and host synchronisations
     (``.tolist()`` of the region counts) would stall the device queue (GPU speed is not yet measured). On CPU,
@@ -231,9 +214,7 @@ def choose_impl(
     if bases is not None and bases <= MIX_MAX_BASES:
         return "mix"
     if bases is not None and None not in (regions, out_pixels, patch):
-        small = MIX_SMALL_MAP_TRAIN if training else (MIX_SMALL_MAP_INFER if batch > 1 else 0)
-        fits = MIX_FILTERS_VS_RESPONSES * bases * out_pixels <= regions * patch
-        if out_pixels <= small * regions * bases and fits:
+        if small_map(training, batch, bases, regions, out_pixels, patch):
             return "mix"
     if device.type != "cpu" or (batch <= GROUPED_CPU_MAX_BATCH and not training):
         return "grouped"
