@@ -57,9 +57,10 @@ MIX_FILTERS_VS_RESPONSES = 8
 
 # On the small maps of a training step the n basis responses are one matrix product of the patches (unfold) with the
 # bases, differentiated by autograd, instead of F.conv2d: oneDNN's backward of a conv with n * C_out output channels is
-# slow on small maps. Measured with 8 bases at 8 x 8 output pixels (batch 8, 2-core CPU, fp32, round-robin, two runs),
-# a training step of DRConv2d(impl="mix") takes 0.87-0.92x the time (128->256, 128->128) and 0.90-1.00x (64->64) at 2
-# threads, 0.75-0.85x and 0.94-0.96x at one thread. Inference keeps F.conv2d, faster there (the product 1.16-1.30x).
+# slow on small maps. Measured with 8 bases at 8 x 8 output pixels (batch 8, 2-core CPU, fp32, round-robin, three
+# runs), a training step of DRConv2d(impl="mix") takes 0.86-0.92x the time (128->256, 128->128) and 0.90-1.00x
+# (64->64) at 2 threads, 0.75-0.91x and 0.94-0.98x at one thread. Inference keeps F.conv2d, faster there (the
+# product 1.16-1.30x).
 
 
 def small_map(training: bool, batch: int, bases: int, regions: int, out_pixels: int, patch: int) -> bool:
