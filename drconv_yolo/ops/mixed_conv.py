@@ -7,8 +7,8 @@ pixel p of region r(p) = argmax_j guide[b, j, p] is::
 
 that is one standard convolution with n*C_out output channels (the framework's own kernel: oneDNN on CPU, cuDNN on
 CUDA; on the small maps of a training step, the unfolded patches times the bases in one matrix product) and a per-pixel
-mix: n times the MACs of one conv, so it is the cheapest path when n is small, or when the
-map is so small that mixing every sample's filters would cost more than the convolution (``choose_impl``).
+mix: n times the MACs of one conv, so it is the cheapest path when n is small, or when the map is so small that mixing
+every sample's filters would cost more than the convolution (``choose_impl``).
 
 Backward gives exactly the paper's gradients (those of the reference, which materialises the filters):
 
@@ -154,8 +154,9 @@ def mix_conv(x, filters, guide, bias, geometry):
     coef, bases = filters.coef, filters.bases
     (B, m, n), (_, C_out, C_in, kh, kw), (Ho, Wo) = coef.shape, bases.shape, geometry.out_hw
     conf = (geometry.stride, geometry.padding, geometry.dilation)
-    if records_grad(x, coef, bases, guide, bias) and small_map(True, B, n, m, Ho * Wo, C_in * kh * kw):
-        patches = F.unfold(x, (kh, kw), conf[2], conf[1], conf[0])  # (B, K, L), K in (C_in, kh, kw) order
+    if records_grad(x, guide, bias, *filters.tensors) and small_map(True, B, n, m, Ho * Wo, C_in * kh * kw):
+        # (B, K, L), K in (C_in, kh, kw) order
+        patches = F.unfold(x, (kh, kw), geometry.dilation, geometry.padding, geometry.stride)
         z = torch.mm(patches.transpose(1, 2).reshape(B * Ho * Wo, -1), bases.reshape(n * C_out, -1).t())
         z = z.view(B, Ho, Wo, n, C_out).permute(0, 3, 4, 1, 2)  # (B, n, C_out, Ho, Wo), a view
     else:
