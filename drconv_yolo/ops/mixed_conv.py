@@ -60,7 +60,12 @@ MIX_FILTERS_VS_RESPONSES = 8
 # slow on small maps. Measured with 8 bases at 8 x 8 output pixels (batch 8, 2-core CPU, fp32, round-robin, three
 # runs), a training step of DRConv2d(impl="mix") takes 0.86-0.92x the time (128->256, 128->128) and 0.90-1.00x
 # (64->64) at 2 threads, 0.75-0.91x and 0.94-0.98x at one thread. Inference keeps F.conv2d, faster there (the
-# product 1.16-1.30x).
+# product 1.16-1.30x). The patches are reordered to the bases' (kh, kw, C_in) order rather than the bases to unfold's
+# (C_in, kh, kw): the bases' reorder was a transposing copy of n * C_out * K numbers each way (forward, and their
+# gradient back), the patches' is of B * L * K, a quarter to all of that on the YOLOv8n-DRConv maps at batch 8 (B * L
+# against n * C_out: more only from batch 16 at 8 x 8 with 64 output channels or fewer); the training
+# step then takes 0.89-0.98x the time (128->256, 128->128, 64->64 at 8 x 8, batch 8, two runs at 2 threads, one at
+# one thread, alternating order).
 
 
 def small_map(training: bool, batch: int, bases: int, regions: int, out_pixels: int, patch: int) -> bool:
@@ -155,9 +160,12 @@ def mix_conv(x, filters, guide, bias, geometry):
     (B, m, n), (_, C_out, C_in, kh, kw), (Ho, Wo) = coef.shape, bases.shape, geometry.out_hw
     conf = (geometry.stride, geometry.padding, geometry.dilation)
     if records_grad(x, guide, bias, *filters.tensors) and small_map(True, B, n, m, Ho * Wo, C_in * kh * kw):
-        # (B, K, L), K in (C_in, kh, kw) order
-        patches = F.unfold(x, (kh, kw), geometry.dilation, geometry.padding, geometry.stride)
-        z = torch.mm(patches.transpose(1, 2).reshape(B * Ho * Wo, -1), bases.reshape(n * C_out, -1).t())
+        # the patches reordered to the bases' (kh, kw, C_in) order, (B*L, K): on these maps they are usually smaller
+        # than the bases, which are read in place (a view when stored channels-last, as the official generator keeps
+        # them)
+        patches = F.unfold(x, (kh, kw), geometry.dilation, geometry.padding, geometry.stride)  # (B, C_in*kh*kw, L)
+        rows = patches.view(B, C_in, kh * kw, Ho * Wo).permute(0, 3, 2, 1).reshape(B * Ho * Wo, -1)  # (B*L, K)
+        z = torch.mm(rows, bases.permute(0, 1, 3, 4, 2).reshape(n * C_out, -1).t())  # (B*L, n*C_out)
         z = z.view(B, Ho, Wo, n, C_out).permute(0, 3, 4, 1, 2)  # (B, n, C_out, Ho, Wo), a view
     else:
         z = F.conv2d(x, bases.flatten(0, 1), None, *conf).unflatten(1, (n, C_out))  # (B, n, C_out, Ho, Wo), a view
