@@ -9,8 +9,9 @@ baseline (``yolov8n.yaml``), both built from their YAML (no weights), fused, tim
 JSON; ``busy`` background processes that each hold a core can run during the measurement
 (:func:`drconv_yolo.measure.busy_processes`), so the figures of a busy machine can be reproduced.
 
-Layer benchmark details: times are medians of repeated runs, timed round-robin (conv, DRConv, reference, conv, ...)
-so a drift in machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and DRConv against
+Layer benchmark details: times are medians of repeated runs, timed round-robin (conv, DRConv, reference, then
+DRConv, reference, conv, ...: the order turns each round, :func:`drconv_yolo.measure.round_robin_ms`) so a drift in
+machine speed cancels out of the ratios; ratios are taken against nn.Conv2d (and DRConv against
 the reference) measured in the same process on the same inputs, so they are comparable across machines while
 absolute times are not. Peak memory of a training step is the high-water mark of the tensors
 allocated during forward + backward (torch profiler memory events on CPU, ``max_memory_allocated`` on CUDA),

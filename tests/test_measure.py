@@ -9,8 +9,27 @@ def test_median_ms_times_functions_round_robin_after_warmup():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in ("conv", "fast", "ref")}
     times = measure.median_ms(fns, torch.device("cpu"), repeats=3, warmup=2)
-    assert calls == ["conv"] * 2 + ["fast"] * 2 + ["ref"] * 2 + ["conv", "fast", "ref"] * 3
+    warm = ["conv"] * 2 + ["fast"] * 2 + ["ref"] * 2
+    assert calls == warm + ["conv", "fast", "ref", "fast", "ref", "conv", "ref", "conv", "fast"]
     assert set(times) == {"conv", "fast", "ref"} and all(t >= 0 for t in times.values())
+
+
+def test_round_robin_turns_the_order_so_no_function_always_follows_the_same_one():
+    calls = []
+    names = ("a", "b", "c", "d")
+    fns = {name: (lambda name=name: calls.append(name)) for name in names}
+    times = measure.round_robin_ms(fns, torch.device("cpu"), repeats=8, warmup=0)
+    assert all(len(times[name]) == 8 for name in names)
+    assert sorted(calls[::4]) == sorted(names * 2)  # each runs first in as many rounds
+    before = {name: {prev for prev, nxt in zip(calls, calls[1:]) if nxt == name} for name in names}
+    assert all(len(prev) >= 2 and name not in prev for name, prev in before.items())  # never after itself
+
+
+def test_round_robin_alternates_which_of_two_runs_first():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("new", "old")}
+    measure.round_robin_ms(fns, torch.device("cpu"), repeats=4, warmup=0)
+    assert calls == ["new", "old", "old", "new", "new", "old", "old", "new"]
 
 
 def test_busy_processes_are_killed_even_when_the_measurement_fails():
