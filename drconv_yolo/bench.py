@@ -294,8 +294,9 @@ def model_pairs(families=DEFAULT_FAMILIES, scale=DEFAULT_SCALE, variants=DEFAULT
     return [(f"{f}{scale}.yaml", f"{f}{scale}-{v}.yaml") for f in families for v in variants]
 
 
-def _build(cfg: str, device: torch.device) -> tuple:
-    """The model of a YAML (seeded weights): ``(fused eval-mode copy, unfused train-mode copy, stats)``."""
+def _build(cfg: str, device: torch.device, channels_last: bool = False) -> tuple:
+    """The model of a YAML (seeded weights): ``(fused eval-mode copy, unfused train-mode copy, stats)``; with
+    ``channels_last`` both copies' 4-D weights are in channels-last memory."""
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(SEED)
@@ -304,7 +305,10 @@ def _build(cfg: str, device: torch.device) -> tuple:
     fused = model.fuse(verbose=False).eval()
     value, why = gflops(fused, GFLOPS_IMGSZ)
     stats = {"params": sum(p.numel() for p in train.parameters()), f"GFLOPs_{GFLOPS_IMGSZ}": value, "GFLOPs_note": why}
-    return fused.to(device), train, stats
+    fused = fused.to(device)
+    if channels_last:
+        fused, train = (m.to(memory_format=torch.channels_last) for m in (fused, train))
+    return fused, train, stats
 
 
 def _total(out) -> torch.Tensor:
@@ -328,9 +332,13 @@ def _case_fn(models: tuple, case: Case, x: torch.Tensor) -> Callable[[], object]
     return step
 
 
-def _time_case(built: dict, pair: tuple, case: Case, device: torch.device, repeats: int, warmup: int) -> ModelRow:
-    """Time the pair's two models round-robin in one case."""
+def _time_case(
+    built: dict, pair: tuple, case: Case, device: torch.device, repeats: int, warmup: int, channels_last: bool = False
+) -> ModelRow:
+    """Time the pair's two models round-robin in one case (on a channels-last input if ``channels_last``)."""
     x = torch.rand((case.batch, 3, case.imgsz, case.imgsz), generator=torch.Generator().manual_seed(SEED)).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     fns = {cfg: _case_fn(built[cfg], case, x) for cfg in pair}
     with torch.inference_mode(case.mode == "infer"):
         times = round_robin_ms(fns, device, repeats, warmup)
@@ -363,8 +371,14 @@ def run_model(
     busy: int = 0,
     out: Optional[Path] = MODEL_OUT,
     log=print,
+    channels_last: bool = False,
 ) -> dict:
     """Time every ``(baseline, DRConv)`` pair in every case; print progress and the table; write JSON to ``out``.
+
+    By default both models run as Ultralytics runs them, in NCHW memory; DRConv's layers then hand channels-last
+    tensors on (the layout their op reads without a copy), which speeds up the plain layers after them as well.
+    ``channels_last`` puts both models and the input in channels-last memory, so that the ratio is DRConv's cost
+    alone, the baseline having the same layout.
 
     Args:
         pairs: ``(baseline YAML, DRConv YAML)`` pairs (bundled names resolve); default :func:`model_pairs`.
@@ -375,6 +389,7 @@ def run_model(
         busy: Background busy-loop processes running during the measurement.
         out: JSON path, or None to write nothing.
         log: ``print``-like progress sink.
+        channels_last: Both models' weights and the input in channels-last memory.
 
     Returns:
         ``{"environment", "settings", "models", "rows", "summary"}``, the JSON written.
@@ -387,13 +402,14 @@ def run_model(
     stats = {}
     with busy_processes(busy), cpu_steal() as steal:
         for pair in pairs:
-            built = {cfg: _build(cfg, dev) for cfg in pair}
+            built = {cfg: _build(cfg, dev, channels_last) for cfg in pair}
             stats.update({Path(cfg).stem: b[2] for cfg, b in built.items()})
             for case in cases:
                 label = case.label(Path(pair[1]).stem, Path(pair[0]).stem)
                 log(f"[{len(rows) + 1}/{len(pairs) * len(cases)}] {label} ...", flush=True)
-                rows.append(_time_case(built, pair, case, dev, repeats, warmup))
+                rows.append(_time_case(built, pair, case, dev, repeats, warmup, channels_last))
     settings = {"device": str(device), "repeats": repeats, "warmup": warmup, "busy": busy, "dtype": "float32"}
+    settings["memory_format"] = "channels_last" if channels_last else "as Ultralytics runs it (NCHW)"
     settings["cpu_steal"] = steal["steal"]
     payload = {
         "environment": environment(str(device)),
@@ -403,5 +419,6 @@ def run_model(
         "summary": {Case(r.mode, r.batch, r.imgsz).label(r.model, r.baseline): r.ratio for r in rows},
     }
     log(format_model_table(rows))
+    log(f"memory format of both models and the input: {settings['memory_format']}")
     log(steal_note(steal["steal"]))
     return _write(payload, out, log)

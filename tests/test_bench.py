@@ -86,6 +86,26 @@ def test_model_benchmark_writes_a_row_per_case_and_stops_its_busy_process(tmp_pa
     assert len(table) == 2 + len(rows) and table[2].startswith("| yolov8n-drconv vs yolov8n, fused, batch 1, 64 px |")
 
 
+def test_model_benchmark_channels_last_puts_both_models_and_the_input_in_channels_last(monkeypatch):
+    import torch
+
+    seen = []  # (config's model, input) of every case function built
+    real = bench._case_fn
+    monkeypatch.setattr(bench, "_case_fn", lambda models, case, x: seen.append((models, x)) or real(models, case, x))
+    pairs = [("yolov8n.yaml", "yolov8n-drconv.yaml")]
+    payload = bench.run_model(pairs, TINY_CASES[:1], repeats=1, warmup=0, out=None, log=lambda *a, **k: None,
+                              channels_last=True)  # fmt: skip
+    assert payload["settings"]["memory_format"] == "channels_last" and len(seen) == 2
+    cl = torch.channels_last
+    for (fused, train, _), x in seen:
+        assert x.is_contiguous(memory_format=cl) and x.shape[1] == 3
+        weights = [p for m in (fused, train) for p in m.parameters() if p.dim() == 4 and min(p.shape[2:]) > 1]
+        assert weights and all(p.is_contiguous(memory_format=cl) for p in weights)
+    default = bench.run_model(pairs, TINY_CASES[:1], repeats=1, warmup=0, out=None, log=lambda *a, **k: None)
+    assert default["settings"]["memory_format"] == "as Ultralytics runs it (NCHW)"
+    assert seen[-1][1].is_contiguous() and not seen[-1][1].is_contiguous(memory_format=cl)
+
+
 def test_the_default_model_cases_are_the_issues_rows():
     assert [(c.mode, c.batch, c.imgsz) for c in bench.MODEL_CASES] == [
         ("infer", 1, 640),
@@ -112,7 +132,8 @@ def test_bench_command_line_passes_the_model_options_and_refuses_bad_ones(monkey
     argv = ["bench", "--model", "--family", "yolov8", "yolo11", "--busy", "1", "--quick", "--out", str(tmp_path / "m")]
     assert cli.main(argv) == 0
     assert seen["pairs"] == [("yolov8n.yaml", "yolov8n-drconv.yaml")]  # --quick: the first pair
-    assert (seen["busy"], seen["device"], seen["out"]) == (1, "cpu", tmp_path / "m")
+    assert (seen["busy"], seen["device"], seen["out"], seen["channels_last"]) == (1, "cpu", tmp_path / "m", False)
+    assert cli.main(argv + ["--channels-last"]) == 0 and seen["channels_last"] is True
     assert cli.main(["bench", "--busy", "-1"]) == 2
     assert "--busy must be >= 0" in capsys.readouterr().err
     assert cli.main(["bench", "--threads", "0"]) == 2
@@ -155,6 +176,10 @@ def test_readme_quotes_the_committed_benchmark_results():
     quoted += [f"640 px | {model['infer', 1, 640]} ", f"320 px | {model['infer', 1, 320]} ",
                f"256 px | {model['train', 8, 256]} ", f"| {lite['infer', 1, 640]} / {lite['infer', 1, 320]} ",
                f"| {lite['train', 8, 256]} "]  # fmt: skip
+    cl = ratios("drconv_model_channels_last.json", "yolov8n-drconv")
+    cl_lite = ratios("drconv_model_channels_last.json", "yolov8n-drconv-blocks-lite")
+    quoted += [f"YOLOv8n-DRConv costs {cl['infer', 1, 640]} [", f"{cl['infer', 1, 320]} [", f"{cl['train', 8, 256]} ["]
+    quoted.append(f"`-drconv-blocks-lite` {cl_lite['infer', 1, 640]} [")
     one = ratios("drconv_model_1thread.json", "yolov8n-drconv")
     quoted.append(f"YOLOv8n-DRConv {one['infer', 1, 640]} / {one['infer', 1, 320]} YOLOv8n at batch 1")
     missing = [q for q in quoted if q not in readme]

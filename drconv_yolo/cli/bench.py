@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(bench.DEFAULT_VARIANTS),
         help="DRConv configs by suffix: drconv (yolov8n-drconv.yaml), drconv-neck, drconv-blocks, ...",
     )
+    model.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="both models and the input in channels-last memory (default NCHW, as Ultralytics runs them: DRConv's "
+        "layers still hand channels-last tensors on, which speeds up the plain layers after them)",
+    )
     return parser
 
 
@@ -94,6 +100,7 @@ def run(argv: List[str]) -> int:
             repeats=repeats or bench.MODEL_REPEATS,
             busy=args.busy,
             out=args.out or bench.MODEL_OUT,
+            channels_last=args.channels_last,
         )
         return 0
     shapes = bench.YOLOV8N_SHAPES[:QUICK_SHAPES] if args.quick else bench.YOLOV8N_SHAPES
