@@ -184,3 +184,27 @@ def test_readme_quotes_the_committed_benchmark_results():
     quoted.append(f"YOLOv8n-DRConv {one['infer', 1, 640]} / {one['infer', 1, 320]} YOLOv8n at batch 1")
     missing = [q for q in quoted if q not in readme]
     assert not missing, f"README.md does not quote these figures of bench_results/: {missing}"
+
+
+def test_gpu_check_script_runs_every_step_and_counts_the_failed_ones(tmp_path):
+    import os
+    import subprocess
+
+    fake = tmp_path / "python3"  # a Python that fails every command: each step must be run, reported and counted
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": str(fake), "OUT": str(out), "DEVICE": "cuda", "WHEELS": str(tmp_path / "none")}
+    done = subprocess.run(["bash", str(script), "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if "FAILED" in line] == ["== tests", "== layer",
+                                                                                             "== model"]  # fmt: skip
+    assert sorted(p.name for p in out.glob("*.log")) == ["layer.log", "model.log", "tests.log"]
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "x-1-py3-none-any.whl").write_bytes(b"")  # wheels to install, and a pip that fails
+    env["WHEELS"] = str(tmp_path / "wheels")
+    broken = subprocess.run(["bash", str(script), "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 1 and "installing" in broken.stderr and "FAILED" in broken.stderr
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage: bash scripts/gpu_check.sh fetch|run" in usage.stderr
