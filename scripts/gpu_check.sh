@@ -68,7 +68,7 @@ run() {
     [[ $dev == cuda ]] && tests=(-k "cuda or CUDA")
     failed=0
     step tests "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_ops.py tests/test_ops_grouped.py \
-        tests/test_ops_mix.py tests/test_plugin.py "${tests[@]}"
+        tests/test_ops_mix.py tests/test_segment_mm.py tests/test_plugin.py "${tests[@]}"
     step layer bench --device "$DEVICE" "${quick[@]}" --out "$OUT/drconv_layer_$dev.json"
     step model bench --model --device "$DEVICE" --variant drconv drconv-blocks-lite "${quick[@]}" \
         --out "$OUT/drconv_model_$dev.json"

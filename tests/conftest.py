@@ -33,3 +33,21 @@ def _seed():
 def device(request):
     """Every device the op runs on: always "cpu", plus "cuda" where available (skipped otherwise)."""
     return request.param
+
+
+@pytest.fixture
+def triton_kernels(monkeypatch):
+    """The grouped path's products through its Triton kernels whatever the dtype (on CPU tensors in Triton's
+    interpreter), counting the launches by kernel name; skipped without Triton 3."""
+    from drconv_yolo.ops import segment_mm
+
+    if not segment_mm.triton_available():
+        pytest.skip("needs Triton 3")
+    monkeypatch.setattr(segment_mm, "TRITON_ON_CPU", True)
+    monkeypatch.setattr(segment_mm, "grouped_mm_supported", lambda device, dtype: False)
+    monkeypatch.setattr(segment_mm, "_triton_failed", [])
+    launches = []
+    for name in ("_triton_mm", "_triton_mm_tn"):
+        real = getattr(segment_mm, name)
+        monkeypatch.setattr(segment_mm, name, lambda *args, n=name, f=real: launches.append(n) or f(*args))
+    return launches

@@ -1,6 +1,8 @@
 """The grouped (GPU-style) path of region_aware_conv2d forced on CPU: exact to the reference in float64 through the
-per-group fallback, close to it through torch._grouped_mm in float32 and under bf16 autocast, no host
-synchronisation; and the rule by which "auto" picks an implementation."""
+per-group loop and through the Triton kernels (in Triton's interpreter), close to it through torch._grouped_mm in
+float32 and under bf16 autocast, no host synchronisation; and the rule by which "auto" picks an implementation."""
+
+import warnings
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from _model_helpers import forbid_host_sync
 from test_ops import IDS, SHAPES, make_inputs, run
 
 import drconv_yolo.ops as ops
-from drconv_yolo.ops import choose_impl, grouped, region_aware_conv2d, region_aware_conv2d_mixed
+from drconv_yolo.ops import choose_impl, region_aware_conv2d, region_aware_conv2d_mixed, segment_mm
 
 NAMES = ("output", "d_input", "d_weight", "d_guide", "d_bias")
 
@@ -66,6 +68,69 @@ def test_grouped_mixed_matches_materialised_reference_float64_all_grads(shape, d
     close(grads("grouped"), grads("reference"), 1e-10, ("output", "d_input", "d_coef", "d_bases", "d_guide"))
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_grouped_triton_kernels_match_reference_float64_output_and_all_grads(shape, triton_kernels):
+    x, w, guide, go, conf = make_inputs(shape)
+    bias = torch.randn(shape[2], dtype=torch.float64)
+    close(run("grouped", x, w, guide, go, conf, bias), run("reference", x, w, guide, go, conf, bias), 1e-10)
+    assert set(triton_kernels) == {"_triton_mm", "_triton_mm_tn"}  # forward, input and filter gradients
+
+
+def test_grouped_triton_kernels_mixed_filters_and_empty_regions_float64(triton_kernels):
+    x, w, guide, go, conf = make_inputs((3, 3, 4, 7, 9, 3, 1, 1, 1, 6))
+    guide = guide.clone()
+    guide[:, 4:] = -100.0  # regions 4 and 5 empty in every sample
+    guide[0, 2] = 100.0  # sample 0 entirely in region 2
+    g = torch.Generator().manual_seed(1)
+    coef = torch.rand(3, 6, 3, generator=g, dtype=torch.float64)
+    bases = torch.randn(3, 4, 3, 3, 3, generator=g, dtype=torch.float64) / 27**0.5
+
+    def grads(impl):
+        leaves = [t.clone().requires_grad_(True) for t in (x, coef, bases, guide)]
+        y = region_aware_conv2d_mixed(*leaves, *conf, impl=impl)
+        return (y, *torch.autograd.grad(y, leaves, go))
+
+    close(grads("grouped"), grads("reference"), 1e-10, ("output", "d_input", "d_coef", "d_bases", "d_guide"))
+    assert set(triton_kernels) == {"_triton_mm", "_triton_mm_tn"}
+
+
+def test_grouped_triton_kernels_never_read_tensors_back_to_the_host(triton_kernels, monkeypatch):
+    # the path a GPU takes in float32 and float16 (Ultralytics' AMP): the group sizes stay on the device
+    x, w, guide, go, conf = make_inputs(SHAPES[0])
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, guide)]
+    with forbid_host_sync(monkeypatch, "the grouped path's Triton kernels"):
+        y = region_aware_conv2d(*leaves, *conf, impl="grouped")
+        grads = torch.autograd.grad(y, leaves, go)
+        with torch.no_grad():
+            y_infer = region_aware_conv2d(x, w, guide, *conf, impl="grouped")
+    assert triton_kernels.count("_triton_mm") >= 3 and "_triton_mm_tn" in triton_kernels
+    close((y, *grads, y_infer), (*run("reference", x, w, guide, go, conf), y), 1e-10, NAMES[:4] + ("inference",))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "float16-autocast"])
+def test_grouped_on_cuda_runs_the_triton_kernels_without_host_sync_close_to_reference(autocast, monkeypatch):
+    # a GPU's float32 and Ultralytics' float16 AMP, which torch._grouped_mm does not take
+    if not segment_mm.triton_available():
+        pytest.skip("needs Triton 3")
+    monkeypatch.setattr(segment_mm, "_triton_failed", [])
+    launches = []
+    real = segment_mm._launch
+    monkeypatch.setattr(segment_mm, "_launch", lambda run, *args: launches.append(run.__name__) or real(run, *args))
+    x, w, guide, go, conf = make_inputs(SHAPES[0])
+    exact = run("reference", x, w, guide, go, conf)
+    cuda = [t.to("cuda", torch.float32) for t in (x, w, guide, go)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback to the loop warns
+        with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+            with forbid_host_sync(monkeypatch, "the grouped path on CUDA"):
+                got = run("grouped", *cuda, conf)
+    assert set(launches) == {"_triton_mm", "_triton_mm_tn"}
+    tol = 0.01 if autocast else 1e-4
+    for name, a, b in zip(NAMES, got, exact):
+        assert (a.double().cpu() - b).abs().max() <= tol * b.abs().max() + tol, name
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_grouped_with_empty_regions_and_a_sample_in_one_region(batch, device):
     x, w, guide, go, conf = make_inputs((batch, 3, 4, 7, 9, 3, 1, 1, 1, 6), device=device)
@@ -84,7 +149,7 @@ def test_grouped_mm_kernel_path_float32_matches_fallback_and_reference(shape, gr
     kernel = run("grouped", x, w, guide, go, conf, bias)
     assert grouped_mm_calls, "the aligned float32 case should reach torch._grouped_mm"
     close(kernel, run("reference", x, w, guide, go, conf, bias), 1e-4)
-    monkeypatch.setattr(grouped, "_use_grouped_mm", lambda a, b: False)
+    monkeypatch.setattr(segment_mm, "grouped_mm_supported", lambda device, dtype: False)
     close(kernel, run("grouped", x, w, guide, go, conf, bias), 1e-4)
 
 

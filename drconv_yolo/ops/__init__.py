@@ -17,8 +17,9 @@ Five implementations stand behind the one call and agree to floating-point toler
     activation is saved) and works one sample at a time, in buffers reused from sample to sample.
 ``grouped``
     The same MACs with batch-level ops only and no host synchronisation (the GPU path): all B*L pixels sorted once
-    by (sample, region), one grouped matrix multiply over the B*m groups (``torch._grouped_mm`` where supported, one
-    mm per group otherwise), backward in row blocks of every sample.
+    by (sample, region), one grouped matrix multiply over the B*m groups (``segment_mm``: ``torch._grouped_mm``
+    where supported, Triton kernels elsewhere on CUDA, one mm per group on CPU otherwise), backward in row blocks of
+    every sample.
 ``mix``
     Mixed filters only (``region_aware_conv2d_mixed``, the official generator): one standard conv with the n bases
     (the framework's own kernel), then a per-pixel mix of the n responses by the selected region's coefficients; n x

@@ -11,10 +11,11 @@ g_j for all m regions is one bmm with each sample's m filters (m x the MACs, inh
 filter gradient one grouped product per group and the input gradient one grouped product with the filters
 transposed, scatter-added onto a zero-padded image (col2im).
 
-The group sizes are data (they stay on the device): ``torch._grouped_mm`` takes them as int32 cumulative ends where
-the device and dtype support it (float32/bfloat16/float16 on CPU, bfloat16 on CUDA from sm90, 16-byte aligned
-strides); elsewhere ``_segment_mm`` falls back to one mm per group, the only place that reads the ends on the host.
-The surrounding code is the same, so the tests check this path on CPU in float64 against the reference.
+The group sizes are data (they stay on the device): the products are ``segment_mm.segment_mm`` and
+``segment_mm_tn``, which take them as int32 cumulative ends: ``torch._grouped_mm`` where the device and dtype have it,
+Triton kernels elsewhere on CUDA, one mm per group on CPU otherwise (float64: the only place that reads the ends on
+the host, harmless there). The surrounding code is the same, so the tests check this path on CPU in float64 against
+the reference, through the per-group loop and through the Triton kernels in Triton's interpreter.
 """
 
 from __future__ import annotations
@@ -27,77 +28,13 @@ from torch.autograd.function import once_differentiable
 from .common import grad_dtype, guide_grad, records_grad
 from .fast import argmax_regions
 from .patches import PatchGather
+from .segment_mm import segment_mm, segment_mm_tn
 from .workspace import scratch
 
 # Backward works on max(L/m, GUIDE_BLOCK_ROWS / B) rows of every sample at a time: its guide term's block, the only
 # m-times tensor (B, rows, m, C_out), is then at most the output's size for large maps, and the patch rows (B, rows, K)
 # at most 1/m of all of them, while small maps still take one block of efficient products.
 GUIDE_BLOCK_ROWS = 2048
-
-# torch._grouped_mm needs every non-unit stride (and the data pointer) to be a multiple of this many bytes.
-GROUPED_MM_ALIGN = 16
-# where torch._grouped_mm runs: device type -> dtypes; CUDA's kernel also needs compute capability >= CUDA_MIN_SM
-GROUPED_MM_DTYPES = {
-    "cpu": (torch.float32, torch.bfloat16, torch.float16),
-    "cuda": (torch.bfloat16,),
-}
-CUDA_MIN_SM = (9, 0)
-
-
-def _aligned(t: torch.Tensor) -> bool:
-    """Whether a matrix operand meets ``torch._grouped_mm``'s alignment rule."""
-    size = t.element_size()
-    return t.data_ptr() % GROUPED_MM_ALIGN == 0 and all(
-        s * size % GROUPED_MM_ALIGN == 0 for s, n in zip(t.stride(), t.shape) if s != 1 and n > 1
-    )
-
-
-def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether ``torch._grouped_mm`` runs for this device and dtype (alignment is checked per call).
-
-    Args:
-        device (torch.device): The operands' device.
-        dtype (torch.dtype): The operands' dtype.
-
-    Returns:
-        (bool): True where the kernel exists.
-    """
-    if not hasattr(torch, "_grouped_mm") or dtype not in GROUPED_MM_DTYPES.get(device.type, ()):
-        return False
-    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= CUDA_MIN_SM
-
-
-def _use_grouped_mm(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return grouped_mm_supported(a.device, a.dtype) and _aligned(a) and _aligned(b)
-
-
-def _segment_mm(a: torch.Tensor, b: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Rows of group g times group g's matrix: a (N, K), b (G, K, C), ends (G,) int32 cumulative -> (N, C).
-
-    Group g owns rows [ends[g-1], ends[g]) of a (sorted by group; a group may be empty).
-    """
-    if _use_grouped_mm(a, b):
-        return torch._grouped_mm(a, b, offs=ends)
-    out = a.new_empty(a.shape[0], b.shape[2])  # (N, C)
-    start = 0
-    for g, end in enumerate(ends.tolist()):  # the fallback's one host synchronisation
-        if end > start:
-            torch.mm(a[start:end], b[g], out=out[start:end])
-        start = end
-    return out
-
-
-def _segment_mm_tn(a: torch.Tensor, b: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Per group g, a[rows of g].T @ b[rows of g]: a (N, K), b (N, C), ends (G,) -> (G, K, C); empty groups give 0."""
-    if _use_grouped_mm(a.t(), b):
-        return torch._grouped_mm(a.t(), b, offs=ends)
-    out = a.new_zeros(ends.shape[0], a.shape[1], b.shape[1])  # (G, K, C)
-    start = 0
-    for g, end in enumerate(ends.tolist()):  # the fallback's one host synchronisation
-        if end > start:
-            torch.mm(a[start:end].t(), b[start:end], out=out[g])
-        start = end
-    return out
 
 
 class _Plan:
@@ -183,7 +120,7 @@ class _Blocks:
         w_t = self.w.transpose(1, 2)  # (G, K, C_out), a view
         for i in range(0, self.L, self.step):
             _, pixels, block_ends = self._block(i)
-            out = _segment_mm(self.patches.rows(self.patches.index(pixels)), w_t, block_ends)  # (B*n, C_out)
+            out = segment_mm(self.patches.rows(self.patches.index(pixels)), w_t, block_ends)  # (B*n, C_out)
             out_rows.index_copy_(0, pixels, out if bias is None else out.add_(bias))
 
     def backward(self, go, need_guide, need_filters, need_x):
@@ -208,12 +145,12 @@ class _Blocks:
                     torch.sum(part.mul_(go_block.view(B, n, 1, C_out)), 3, dtype=g.dtype, out=g[:, i : i + n])
                     del part
                 if need_filters:
-                    part = self.filters.grouped_grads(_segment_mm_tn(go_block, rows, block_ends))
+                    part = self.filters.grouped_grads(segment_mm_tn(go_block, rows, block_ends))
                     grads = part if grads is None else tuple(a.add_(b) for a, b in zip(grads, part))
                     del part
                 del rows
             if need_x:
-                self.patches.add_rows(grad_padded, pixels, _segment_mm(go_block, self.w, block_ends))
+                self.patches.add_rows(grad_padded, pixels, segment_mm(go_block, self.w, block_ends))
         return g, grads, grad_padded
 
 
@@ -226,7 +163,7 @@ def _infer(x, filters, guide, bias, geometry):
     patches = PatchGather(x, geometry, reuse=True)
     rows = patches.rows(patches.index(plan.order))  # (N, K), sorted
     w_t = filters.grouped(scratch("filters", filters.grouped_shape, x.dtype, x.device)).transpose(1, 2)
-    out_sorted = _segment_mm(rows, w_t, plan.ends)  # (N, C_out)
+    out_sorted = segment_mm(rows, w_t, plan.ends)  # (N, C_out)
     if bias is not None:
         out_sorted.add_(bias)
     torch.index_select(out_sorted, 0, plan.inverse, out=out.permute(0, 2, 3, 1).view(-1, C_out))  # pixel order
