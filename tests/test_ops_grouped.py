@@ -164,6 +164,18 @@ def test_grouped_bf16_autocast_cpu_close_to_float32(grouped_mm_calls):
         assert (a.float() - b).abs().max() <= 0.05 * b.abs().max() + 1e-3, name
 
 
+def test_grouped_triton_kernels_float16_autocast_close_to_float32(triton_kernels):
+    # float16 operands, float32 accumulation, float16 results: what Ultralytics' AMP hands the kernels on a GPU
+    x, w, guide, go, conf = make_inputs(SHAPES[0], torch.float32)
+    full = run("grouped", x, w, guide, go, conf)
+    with torch.autocast("cpu", dtype=torch.float16):
+        low = run("grouped", x, w, guide, go, conf)
+    assert low[0].dtype == torch.float16 and set(triton_kernels) == {"_triton_mm", "_triton_mm_tn"}
+    for name, a, b in zip(NAMES, low, full):
+        assert torch.isfinite(a).all(), name
+        assert (a.float() - b).abs().max() <= 0.01 * b.abs().max() + 1e-3, name
+
+
 def test_grouped_forward_and_backward_never_read_tensors_back_to_the_host(grouped_mm_calls, monkeypatch):
     # everything that copies a tensor's values to Python (a device synchronisation on a GPU) raises during the call
     x, w, guide, go, conf = make_inputs(ALIGNED[0], torch.float32)
