@@ -19,8 +19,8 @@ the two calls, picked by ``segment_kernel``:
     torch.mm's default; accumulation is float32 (float64 for float64). On CPU the same kernels run in Triton's
     interpreter when ``TRITON_ON_CPU`` is set (the tests do), so this path is checked here against the loop.
 ``loop``
-    One torch.mm per group: the CPU's path for float64 (and where Triton is missing); it reads the ends on the host
-    once per call, which costs nothing on CPU.
+    One torch.mm per group: float64 (the tests' dtype), misaligned operands on CPU, and wherever Triton is missing or
+    failed to compile; it reads the ends on the host once per call (nothing on CPU, a synchronisation on a GPU).
 """
 
 from __future__ import annotations
