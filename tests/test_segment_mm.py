@@ -2,6 +2,8 @@
 against one mm per group (float64 to 1e-12, float32 to 1e-5 relative), their tile table, the rule that picks a
 kernel, and the fallback when Triton fails on a GPU. The same kernels compiled for CUDA are checked where a GPU is."""
 
+import subprocess
+import sys
 import types
 import warnings
 
@@ -168,3 +170,16 @@ def test_triton_segment_products_on_cuda_match_float64(dtype, monkeypatch):
     tol = 1e-5 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(got_mm, exact_mm, rtol=tol, atol=tol * 10)
     torch.testing.assert_close(got_tn, exact_tn, rtol=tol, atol=tol * 10)
+
+
+def test_cpu_products_never_import_triton():
+    # Triton is a GPU compiler: a CPU user's process must not pay for loading it
+    code = (
+        "import sys, torch\n"
+        "from drconv_yolo.ops import segment_mm as S\n"
+        "a = torch.randn(7, 5, dtype=torch.float64)\n"
+        "S.segment_mm(a, torch.randn(2, 5, 3, dtype=torch.float64), torch.tensor([3, 7], dtype=torch.int32))\n"
+        "S.segment_mm(a[:, :3].float(), torch.randn(2, 3, 3), torch.tensor([3, 7], dtype=torch.int32))\n"
+        "assert 'triton' not in sys.modules, 'triton was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

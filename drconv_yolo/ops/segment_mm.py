@@ -97,11 +97,9 @@ def segment_kernel(device: torch.device, dtype: torch.dtype, aligned: bool = Tru
     """
     if aligned and grouped_mm_supported(device, dtype):
         return "grouped_mm"
-    if not triton_available() or _triton_failed:
-        return "loop"
-    if device.type == "cuda" and dtype in TRITON_DTYPES:
-        return "triton"
-    return "triton" if device.type == "cpu" and TRITON_ON_CPU else "loop"
+    wanted = (device.type == "cuda" and dtype in TRITON_DTYPES) or (device.type == "cpu" and TRITON_ON_CPU)
+    # (Triton is imported only where it is wanted: a CPU run never loads it)
+    return "triton" if wanted and not _triton_failed and triton_available() else "loop"
 
 
 def _kernel_for(a: torch.Tensor, b: torch.Tensor) -> str:
