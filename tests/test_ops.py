@@ -193,6 +193,18 @@ def test_argmax_regions_matches_torch_argmax_on_random_logits():
     assert torch.equal(argmax_regions(guide), guide.argmax(1))
 
 
+@pytest.mark.parametrize(
+    "B, m, dtype", [(1, 8, torch.uint8), (32, 8, torch.uint8), (33, 8, torch.int16), (4097, 8, torch.int32)]
+)
+def test_sort_keys_take_the_narrowest_dtype_and_sort_as_int64_keys(B, m, dtype):
+    region = torch.randint(0, m, (B, 3))
+    region[-1] = m - 1  # the largest key, B*m - 1, must fit
+    keys = fast.sort_keys(region, m)
+    wide = (region + torch.arange(B).view(B, 1) * m).flatten()
+    assert keys.dtype == dtype and torch.equal(keys.long(), wide)
+    assert torch.equal(torch.sort(keys, stable=True).indices, torch.sort(wide, stable=True).indices)
+
+
 def test_bf16_autocast_cpu_forward_backward_close_to_float32():
     x, w, guide, go, conf = make_inputs(SHAPES[0], torch.float32)
     full = run("fast", x, w, guide, go, conf)

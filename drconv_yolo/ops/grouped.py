@@ -26,7 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .common import grad_dtype, guide_grad, records_grad
-from .fast import argmax_regions
+from .fast import argmax_regions, sort_keys
 from .patches import PatchGather
 from .segment_mm import segment_mm, segment_mm_tn
 from .workspace import scratch
@@ -48,19 +48,20 @@ class _Plan:
     def __init__(self, guide: torch.Tensor):
         B, m, Ho, Wo = guide.shape
         region = argmax_regions(guide).reshape(B, Ho * Wo)  # (B, L)
-        key = region.flatten() if B == 1 else (region + _arange(B, guide.device).view(B, 1) * m).flatten()  # (N,)
+        key = sort_keys(region, m)  # (N,)
         sorted_key, self.order = torch.sort(key, stable=True)  # (N,) each
         # a group's end is the number of keys up to its own: one search of the sorted keys, no count and cumsum
-        self.ends = torch.searchsorted(sorted_key, _arange(B * m, key.device), right=True, out_int32=True)  # (G,)
+        groups = _arange(B * m, key.device, key.dtype)  # (G,)
+        self.ends = torch.searchsorted(sorted_key, groups, right=True, out_int32=True)  # (G,)
         # sorted.index_select(0, inverse) is back in pixel order (a gather: twice as fast as an index_copy_ scatter)
         positions = torch.arange(key.shape[0], device=key.device)  # (N,), not cached: N changes with every batch shape
         self.inverse = torch.empty_like(self.order).scatter_(0, self.order, positions)  # (N,)
 
 
 @functools.lru_cache(maxsize=64)
-def _arange(n: int, device: torch.device) -> torch.Tensor:
-    """``torch.arange(n)`` (long) for the plan's few small sizes (B, B*m), cached. Only ever read."""
-    return torch.arange(n, device=device)
+def _arange(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.arange(n)`` for the plan's group indices (B*m, in the sort keys' dtype), cached. Only ever read."""
+    return torch.arange(n, device=device, dtype=dtype)
 
 
 def _block_ends(starts: torch.Tensor, ends: torch.Tensor, first: torch.Tensor, size: int) -> torch.Tensor:
