@@ -13,8 +13,8 @@ transposed, scatter-added onto a zero-padded image (col2im).
 
 The group sizes are data (they stay on the device): the products are ``segment_mm.segment_mm`` and
 ``segment_mm_tn``, which take them as int32 cumulative ends: ``torch._grouped_mm`` where the device and dtype have it,
-Triton kernels elsewhere on CUDA, one mm per group on CPU otherwise (float64: the only place that reads the ends on
-the host, harmless there). The surrounding code is the same, so the tests check this path on CPU in float64 against
+Triton kernels elsewhere on CUDA, else one mm per group (float64, or no Triton: the only place that reads the ends
+on the host). The surrounding code is the same, so the tests check this path on CPU in float64 against
 the reference, through the per-group loop and through the Triton kernels in Triton's interpreter.
 """
 
