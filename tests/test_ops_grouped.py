@@ -10,7 +10,7 @@ from _model_helpers import forbid_host_sync
 from test_ops import IDS, SHAPES, make_inputs, run
 
 import drconv_yolo.ops as ops
-from drconv_yolo.ops import choose_impl, region_aware_conv2d, region_aware_conv2d_mixed, segment_mm
+from drconv_yolo.ops import choose_impl, grouped, region_aware_conv2d, region_aware_conv2d_mixed, segment_mm
 
 NAMES = ("output", "d_input", "d_weight", "d_guide", "d_bias")
 
@@ -129,6 +129,20 @@ def test_grouped_on_cuda_runs_the_triton_kernels_without_host_sync_close_to_refe
     tol = 0.01 if autocast else 1e-4
     for name, a, b in zip(NAMES, got, exact):
         assert (a.double().cpu() - b).abs().max() <= tol * b.abs().max() + tol, name
+
+
+@pytest.mark.parametrize("kernel", ["loop", "triton"])
+def test_grouped_backward_in_several_row_blocks_matches_reference_float64(kernel, request, monkeypatch):
+    # large maps go through backward in blocks of rows taken at the same positions of every sample's sorted rows,
+    # each with its own group ends; a block size of ceil(L/m) rows makes m blocks even at this test's sizes
+    if kernel == "triton":
+        request.getfixturevalue("triton_kernels")
+    monkeypatch.setattr(grouped, "GUIDE_BLOCK_ROWS", 1)
+    x, w, guide, go, conf = make_inputs((3, 3, 4, 9, 11, 3, 1, 1, 1, 5))
+    guide = guide.clone()
+    guide[1, 3] = 100.0  # sample 1 entirely in region 3: its other groups are empty in every block
+    bias = torch.randn(4, dtype=torch.float64)
+    close(run("grouped", x, w, guide, go, conf, bias), run("reference", x, w, guide, go, conf, bias), 1e-10)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
