@@ -91,6 +91,15 @@ def test_fast_matches_reference_float64_output_and_all_grads(shape, row_layout, 
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_fast_guide_term_in_several_row_blocks_matches_reference_float64(monkeypatch):
+    # the backward's guide term takes max(L/m, GUIDE_BLOCK_ROWS) rows at a time; at 1, a 9 x 11 map takes 5 blocks
+    monkeypatch.setattr(fast, "GUIDE_BLOCK_ROWS", 1)
+    x, w, guide, go, conf = make_inputs((2, 3, 4, 9, 11, 3, 1, 1, 1, 5))
+    got, ref = run("fast", x, w, guide, go, conf), run("reference", x, w, guide, go, conf)
+    for name, a, b in zip(("output", "d_input", "d_weight", "d_guide"), got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_mixed_fast_matches_materialised_reference_float64_all_grads(shape, row_layout, device):
     # the official generator's filters, weight[b, j] = sum_n coef[b, j, n] * bases[n], mixed inside the fast op
