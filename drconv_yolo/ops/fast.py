@@ -9,12 +9,11 @@ fresh memory (page faults) on every call.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch.autograd.function import once_differentiable
 
 from .common import guide_grad, records_grad
+from .patches import SamplePatches
 from .workspace import scratch
 
 # The forward multiplies a sample's regions with one bmm, each region's rows padded to the largest region, when that
@@ -113,67 +112,6 @@ class _RegionPlan:
         return [p for p in zip(*parts) if counts[p[0]]]
 
 
-class _Patches:
-    """Gathers one sample's k x k patches as rows (n, kh*kw*C) of channels-last pixels: row i is the patch of output
-    pixel ``src[b, i]``, and output pixel p's patch is row ``pos[b, p]``.
-
-    Reads straight from the input (free when it is channels-last, as DRConv2d passes it; no padded copy: a fresh
-    input-sized tensor per call costs more in page faults on CPU than it saves). With dilation 1 along the width the
-    kw taps of a kernel row are kw*C contiguous numbers, so a patch is read as kh such chunks (several times faster
-    than kh*kw reads of C for small C); the border pixels, whose patches reach into the zero padding, are then
-    re-read tap by tap from clamped pixels, their outside taps zeroed.
-    """
-
-    def __init__(self, x, geometry, src, pos):
-        (H, W), (Ho, Wo) = x.shape[2:], geometry.out_hw
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geometry.kernel, geometry.stride, geometry.padding, geometry.dilation
-        L, self.kk, self.C, self.src = Ho * Wo, kh * kw, x.shape[1], src
-        ar = partial(torch.arange, device=x.device)
-        h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
-        w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
-        taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(L, kh * kw)  # (L, kh*kw)
-        # (B, H*W, C); the chunks are a strided view of its memory, so it must be contiguous (a copy unless
-        # x is channels-last)
-        self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1]).contiguous()
-        outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(L, kh * kw)  # (L, kh*kw)
-        self.chunked = dw == 1 and kw > 1 and W >= kw
-        if self.chunked:
-            # a chunk starts at the first tap of a kernel row; border pixels read a clamped (wrong) chunk, re-read below
-            starts = h.clamp(0, H - 1) * W + w[..., :1]  # (Ho, Wo, kh, 1)
-            self.starts = starts.view(L, kh).clamp(0, H * W - kw)  # (L, kh)
-            border = outside.any(1).nonzero()[:, 0]  # (n_border,) pixels
-            self.border_rows = pos[:, border]  # (B, n_border)
-            self.border_taps = taps.index_select(0, border).flatten()  # (n_border*kh*kw,)
-            outside = outside.index_select(0, border)  # (n_border, kh*kw)
-            self.zeros = outside.flatten().nonzero()[:, 0] if border.numel() else None  # positions in the re-read
-        else:
-            self.taps = taps
-            # the (pixel, tap) pairs in the padding, as positions in each sample's rows: (B, n_outside)
-            outside = outside.nonzero()  # (n_outside, 2)
-            self.zeros = pos[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
-
-    def rows(self, b, n, buffer=None):
-        """The first n rows of sample b's patches (pixel ``src[b, i]`` in row i): (n, kh*kw*C), in ``buffer``."""
-        out = None if buffer is None else buffer.view(-1)[: n * self.kk * self.C]
-        pixels = self.pixels[b]  # (H*W, C)
-        if not self.chunked:
-            taps = self.taps.index_select(0, self.src[b, :n]).flatten()  # (n*kh*kw,)
-            rows = torch.index_select(pixels, 0, taps, out=None if out is None else out.view(-1, self.C))
-            if self.zeros is not None:
-                rows.index_fill_(0, self.zeros[b], 0)
-            return rows.view(n, -1)
-        kh = self.starts.shape[1]
-        width = self.kk // kh * self.C  # kw*C
-        chunks = pixels.as_strided((pixels.shape[0] - self.kk // kh + 1, width), (self.C, 1))  # overlapping rows
-        starts = self.starts.index_select(0, self.src[b, :n]).flatten()  # (n*kh,)
-        rows = torch.index_select(chunks, 0, starts, out=None if out is None else out.view(-1, width)).view(n, -1)
-        if self.zeros is not None:
-            border = pixels.index_select(0, self.border_taps)  # (n_border*kh*kw, C)
-            border.index_fill_(0, self.zeros, 0)
-            rows.index_copy_(0, self.border_rows[b], border.view(-1, rows.shape[1]))
-        return rows
-
-
 class _GuideTerm:
     """g_j(p) = sum_o dL/dY[o, p] * (W_j conv X)[o, p] for every region j, sample by sample, and the guide gradient."""
 
@@ -259,7 +197,7 @@ def _forward(x, filters, guide, bias, geometry, training):
     mixed = None if training else scratch("fast_filters", (m, C_out * filters.grouped_shape[2]), x.dtype, x.device)
     sample = filters.per_sample(False, mixed)  # b -> (m, C_out, K)
     plan = _RegionPlan(guide)
-    patches = _Patches(x, geometry, plan.src, plan.pos)
+    patches = SamplePatches(x, geometry, plan.src, plan.pos)
     # channels-last output (not a view: callers may modify it in place), written through a (B, L, C_out) view
     out = torch.empty((B, C_out, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     out_rows = out.permute(0, 2, 3, 1).view(B, L, C_out)
@@ -305,7 +243,7 @@ class _RegionConvFast(torch.autograd.Function):
         sample = filters.per_sample(transposed=False)  # b -> (m, C_out, K)
         (B, L), C_out = plan.order.shape, filters.out_channels
         # recomputed (nothing m-times was kept), packed in region order
-        patches = _Patches(x, geometry, plan.order, plan.inverse)
+        patches = SamplePatches(x, geometry, plan.order, plan.inverse)
         go = grad_out.permute(0, 2, 3, 1).reshape(B, L, C_out)  # (B, L, C_out)
         if need_filters:
             filters.start_grads()

@@ -1,9 +1,17 @@
-"""Patch rows for the fast and grouped paths: the k x k patch of an output pixel as one row (kh*kw*C), ordered
-(kh, kw, C) like the filters' matmul layout, gathered from a zero-padded channels-last copy of the input.
+"""Patch rows: the k x k patch of an output pixel as one row (kh*kw*C), ordered (kh, kw, C) like the filters' matmul
+layout, read from channels-last pixels. With dilation 1 along the width the kw taps of one kernel row are kw*C
+contiguous numbers, so a patch is gathered as kh chunks of kw*C (one index per kernel row, read through an
+overlapping strided view) rather than kh*kw chunks of C, which is several times faster for small C.
 
-With the padding in the copy no tap needs masking, and with dilation 1 along the width the kw taps of one kernel row
-are kw*C contiguous numbers: a patch is gathered as kh chunks of kw*C (one index per kernel row, read through an
-overlapping strided view of the copy) rather than kh*kw chunks of C, which is several times faster for small C.
+Two gatherers, one per path:
+
+``PatchGather`` (grouped path)
+    Any pixels of the whole batch by flat index, from a zero-padded channels-last copy of the input: no tap needs
+    masking, and col2im adds the rows' gradients onto a padded gradient (``add_rows``).
+``SamplePatches`` (fast path)
+    One sample's rows at a time, straight from the unpadded input (free when it is channels-last: no input-sized copy
+    per call, which costs more in page faults on CPU than it saves); the border pixels, whose patches reach into the
+    padding, are re-read tap by tap with their outside taps zeroed.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ def _chunk_offsets(Ho, Wo, kh, taps_w, sh, sw, dh, dw, Wp, device) -> torch.Tens
 
 
 class PatchGather:
-    """The patch rows of any output pixels of one input.
+    """The grouped path's gather: the patch rows of any output pixels of the batch, from a zero-padded copy.
 
     Args:
         x (torch.Tensor): Input (B, C, H, W); read without a copy of its own when channels-last and unpadded.
@@ -101,3 +109,65 @@ class PatchGather:
         B, C, H, W = self.shape
         (ph, pw), (Hp, Wp) = self.pad, self.padded.shape[1:3]
         return grad.view(B, Hp, Wp, C)[:, ph : ph + H, pw : pw + W].permute(0, 3, 1, 2)  # (B, C, H, W), strided
+
+
+class SamplePatches:
+    """The fast path's gather: one sample's k x k patches as rows (n, kh*kw*C), row i being the patch of output
+    pixel ``src[b, i]`` and output pixel p's patch row ``pos[b, p]``, read from the unpadded input, the border pixels
+    re-read tap by tap (module docstring).
+
+    Args:
+        x (torch.Tensor): Input (B, C, H, W); read without a copy when channels-last (as DRConv2d passes it).
+        geometry (Geometry): The checked geometry, kernel and output size included.
+        src (torch.Tensor): The output pixel of each row, (B, R) long.
+        pos (torch.Tensor): The row of each output pixel, (B, L) long.
+    """
+
+    def __init__(self, x, geometry, src, pos):
+        (H, W), (Ho, Wo) = x.shape[2:], geometry.out_hw
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geometry.kernel, geometry.stride, geometry.padding, geometry.dilation
+        L, self.kk, self.C, self.src = Ho * Wo, kh * kw, x.shape[1], src
+        ar = functools.partial(torch.arange, device=x.device)
+        h = ar(Ho).view(Ho, 1, 1, 1) * sh - ph + ar(kh).view(1, 1, kh, 1) * dh  # (Ho, 1, kh, 1)
+        w = ar(Wo).view(1, Wo, 1, 1) * sw - pw + ar(kw).view(1, 1, 1, kw) * dw  # (1, Wo, 1, kw)
+        taps = (h.clamp(0, H - 1) * W + w.clamp(0, W - 1)).view(L, kh * kw)  # (L, kh*kw)
+        # (B, H*W, C); the chunks are a strided view of its memory, so it must be contiguous (a copy unless
+        # x is channels-last)
+        self.pixels = x.permute(0, 2, 3, 1).reshape(x.shape[0], H * W, x.shape[1]).contiguous()
+        outside = ((h < 0) | (h >= H) | (w < 0) | (w >= W)).view(L, kh * kw)  # (L, kh*kw)
+        self.chunked = dw == 1 and kw > 1 and W >= kw
+        if self.chunked:
+            # a chunk starts at the first tap of a kernel row; border pixels read a clamped (wrong) chunk, re-read below
+            starts = h.clamp(0, H - 1) * W + w[..., :1]  # (Ho, Wo, kh, 1)
+            self.starts = starts.view(L, kh).clamp(0, H * W - kw)  # (L, kh)
+            border = outside.any(1).nonzero()[:, 0]  # (n_border,) pixels
+            self.border_rows = pos[:, border]  # (B, n_border)
+            self.border_taps = taps.index_select(0, border).flatten()  # (n_border*kh*kw,)
+            outside = outside.index_select(0, border)  # (n_border, kh*kw)
+            self.zeros = outside.flatten().nonzero()[:, 0] if border.numel() else None  # positions in the re-read
+        else:
+            self.taps = taps
+            # the (pixel, tap) pairs in the padding, as positions in each sample's rows: (B, n_outside)
+            outside = outside.nonzero()  # (n_outside, 2)
+            self.zeros = pos[:, outside[:, 0]] * self.kk + outside[:, 1] if len(outside) else None
+
+    def rows(self, b, n, buffer=None):
+        """The first n rows of sample b's patches (pixel ``src[b, i]`` in row i): (n, kh*kw*C), in ``buffer``."""
+        out = None if buffer is None else buffer.view(-1)[: n * self.kk * self.C]
+        pixels = self.pixels[b]  # (H*W, C)
+        if not self.chunked:
+            taps = self.taps.index_select(0, self.src[b, :n]).flatten()  # (n*kh*kw,)
+            rows = torch.index_select(pixels, 0, taps, out=None if out is None else out.view(-1, self.C))
+            if self.zeros is not None:
+                rows.index_fill_(0, self.zeros[b], 0)
+            return rows.view(n, -1)
+        kh = self.starts.shape[1]
+        width = self.kk // kh * self.C  # kw*C
+        chunks = pixels.as_strided((pixels.shape[0] - self.kk // kh + 1, width), (self.C, 1))  # overlapping rows
+        starts = self.starts.index_select(0, self.src[b, :n]).flatten()  # (n*kh,)
+        rows = torch.index_select(chunks, 0, starts, out=None if out is None else out.view(-1, width)).view(n, -1)
+        if self.zeros is not None:
+            border = pixels.index_select(0, self.border_taps)  # (n_border*kh*kw, C)
+            border.index_fill_(0, self.zeros, 0)
+            rows.index_copy_(0, self.border_rows[b], border.view(-1, rows.shape[1]))
+        return rows
