@@ -56,6 +56,7 @@ import torch
 
 from .common import (
     IntOrPair,
+    argmax_regions,
     autocast_enabled,
     check_args,
     check_bias,
@@ -65,7 +66,7 @@ from .common import (
     records_grad,
 )
 from .export import onnx_conv
-from .fast import argmax_regions, fast_conv
+from .fast import fast_conv
 from .filters import ExplicitFilters, MixedFilters
 from .grouped import grouped_conv
 from .mixed_conv import MIX_FILTERS_VS_RESPONSES, MIX_SMALL_MAP_INFER, MIX_SMALL_MAP_TRAIN, mix_conv, small_map

@@ -1,4 +1,5 @@
-"""What every implementation of the op shares: argument checks, the checked geometry, dtypes and the guide surrogate."""
+"""What every implementation of the op shares: argument checks, the checked geometry, dtypes, the guide surrogate, and
+the regions (argmax of the guide) with their sort keys."""
 
 from __future__ import annotations
 
@@ -165,3 +166,45 @@ def guide_grad(guide: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     s = torch.softmax(guide.to(dtype), dim=1)  # (B, m, Ho, Wo)
     g = g.to(dtype)
     return (s * (g - (s * g).sum(1, keepdim=True))).to(guide.dtype)
+
+
+def argmax_regions(guide):
+    """``guide.argmax(1)`` for (B, m, Ho, Wo); ties go to the lowest index, as ``torch.argmax``.
+
+    A channels-last guide (what the guide conv returns for a channels-last input) reduces over contiguous memory; any
+    other layout takes m - 1 elementwise passes, as a strided argmax is slow on CPU.
+
+    Args:
+        guide (torch.Tensor): Guide logits (B, m, Ho, Wo).
+
+    Returns:
+        (torch.Tensor): The region of every output pixel, (B, Ho, Wo) long.
+    """
+    if guide.is_contiguous(memory_format=torch.channels_last):
+        return guide.argmax(1)
+    best, region = guide[:, 0], torch.zeros_like(guide[:, 0], dtype=torch.long)
+    for j in range(1, guide.shape[1]):
+        better = guide[:, j] > best
+        best = torch.where(better, guide[:, j], best)
+        region = region.masked_fill(better, j)
+    return region  # (B, Ho, Wo)
+
+
+def sort_keys(region: torch.Tensor, m: int) -> torch.Tensor:
+    """Every output pixel's (sample, region) key ``b * m + region``, sample-major, (B*L,), for one stable sort of the
+    batch, in the narrowest integer dtype that holds B*m keys: a stable sort of uint8 keys on CPU takes about a third
+    of the time of int64 ones for B*L = 204800 (1.0 against 3.8 ms; 1.1 against 1.5 ms for 25600, 2 threads).
+
+    Args:
+        region (torch.Tensor): The region of every output pixel, (B, L) integer in [0, m).
+        m (int): The number of regions.
+
+    Returns:
+        (torch.Tensor): The keys, (B*L,), uint8, int16, int32 or int64.
+    """
+    B = region.shape[0]
+    dtype = next(t for t in (torch.uint8, torch.int16, torch.int32, torch.int64) if B * m - 1 <= torch.iinfo(t).max)
+    key = region.to(dtype)
+    if B > 1:
+        key = key + torch.arange(0, B * m, m, device=region.device, dtype=dtype).view(B, 1)
+    return key.flatten()

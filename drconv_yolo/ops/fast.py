@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .common import guide_grad, records_grad
+from .common import argmax_regions, guide_grad, records_grad, sort_keys
 from .patches import SamplePatches
 from .workspace import scratch
 
@@ -23,48 +23,6 @@ PAD_LIMIT = 0.3
 # Backward's guide term is the only m-times tensor, (rows, m, C_out): it is taken max(L/m, GUIDE_BLOCK_ROWS) rows at
 # a time, at most one sample's output size for large maps and still one efficient mm for small ones.
 GUIDE_BLOCK_ROWS = 2048
-
-
-def argmax_regions(guide):
-    """``guide.argmax(1)`` for (B, m, Ho, Wo); ties go to the lowest index, as ``torch.argmax``.
-
-    A channels-last guide (what the guide conv returns for a channels-last input) reduces over contiguous memory; any
-    other layout takes m - 1 elementwise passes, as a strided argmax is slow on CPU.
-
-    Args:
-        guide (torch.Tensor): Guide logits (B, m, Ho, Wo).
-
-    Returns:
-        (torch.Tensor): The region of every output pixel, (B, Ho, Wo) long.
-    """
-    if guide.is_contiguous(memory_format=torch.channels_last):
-        return guide.argmax(1)
-    best, region = guide[:, 0], torch.zeros_like(guide[:, 0], dtype=torch.long)
-    for j in range(1, guide.shape[1]):
-        better = guide[:, j] > best
-        best = torch.where(better, guide[:, j], best)
-        region = region.masked_fill(better, j)
-    return region  # (B, Ho, Wo)
-
-
-def sort_keys(region: torch.Tensor, m: int) -> torch.Tensor:
-    """Every output pixel's (sample, region) key ``b * m + region``, sample-major, (B*L,), for one stable sort of the
-    batch, in the narrowest integer dtype that holds B*m keys: a stable sort of uint8 keys on CPU takes about a third
-    of the time of int64 ones for B*L = 204800 (1.0 against 3.8 ms; 1.1 against 1.5 ms for 25600, 2 threads).
-
-    Args:
-        region (torch.Tensor): The region of every output pixel, (B, L) integer in [0, m).
-        m (int): The number of regions.
-
-    Returns:
-        (torch.Tensor): The keys, (B*L,), uint8, int16, int32 or int64.
-    """
-    B = region.shape[0]
-    dtype = next(t for t in (torch.uint8, torch.int16, torch.int32, torch.int64) if B * m - 1 <= torch.iinfo(t).max)
-    key = region.to(dtype)
-    if B > 1:
-        key = key + torch.arange(0, B * m, m, device=region.device, dtype=dtype).view(B, 1)
-    return key.flatten()
 
 
 class _RegionPlan:

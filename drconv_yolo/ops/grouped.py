@@ -25,8 +25,7 @@ import functools
 import torch
 from torch.autograd.function import once_differentiable
 
-from .common import grad_dtype, guide_grad, records_grad
-from .fast import argmax_regions, sort_keys
+from .common import argmax_regions, grad_dtype, guide_grad, records_grad, sort_keys
 from .patches import PatchGather
 from .segment_mm import segment_mm, segment_mm_tn
 from .workspace import scratch

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .common import grad_dtype, guide_grad, records_grad
-from .fast import argmax_regions
+from .common import argmax_regions, grad_dtype, guide_grad, records_grad
 
 # "auto" also takes the mix path for mixed filters of any n when the output map is small next to the filters: at most
 # MIX_SMALL_MAP_TRAIN * m * n output pixels L for a training step, at most MIX_SMALL_MAP_INFER * m * n for inference on
