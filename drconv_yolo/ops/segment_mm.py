@@ -45,8 +45,6 @@ TRITON_ON_CPU = False
 # tile sizes: rows per program, output columns per program, the reduction's step
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
 
-KERNELS = ("grouped_mm", "triton", "loop")
-
 
 def _aligned(t: torch.Tensor) -> bool:
     """Whether a matrix operand meets ``torch._grouped_mm``'s alignment rule."""
@@ -93,7 +91,7 @@ def segment_kernel(device: torch.device, dtype: torch.dtype, aligned: bool = Tru
         aligned (bool): Whether both meet ``torch._grouped_mm``'s alignment rule.
 
     Returns:
-        (str): One of ``KERNELS``: ``"grouped_mm"``, ``"triton"`` or ``"loop"``.
+        (str): ``"grouped_mm"``, ``"triton"`` or ``"loop"``.
     """
     if aligned and grouped_mm_supported(device, dtype):
         return "grouped_mm"
