@@ -26,8 +26,11 @@ Five implementations stand behind the one call and agree to floating-point toler
     the MACs of a conv, so the cheapest path for few bases or small maps. Explicit per-sample filters are refused
     (ValueError).
 ``onnx``
-    Standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and no custom symbolic;
-    chosen automatically while tracing or exporting. It computes all ``m`` responses (``m`` x the MACs).
+    The export path, chosen automatically while tracing or exporting (TorchScript, ONNX by either exporter, OpenVINO's
+    PyTorch frontend): standard ops only, no custom symbolic, the batch left free, by one of three formulations
+    (``ops.export``): ``mix`` (the n bases as one conv, then a per-pixel mix: mixed filters of one base), ``gather``
+    (per region, its patch rows gathered and one MatMul: one conv's multiply-adds at batch 1, data-dependent shapes)
+    or ``responses`` (all m responses, then a selection: m x the MACs, static shapes). No gradient to the guide.
 
 When autograd records nothing (inference), the fast and grouped paths run their forward as a plain function (no
 autograd node: at YOLO's small maps a call's fixed work costs more than its arithmetic) and take their large
@@ -38,7 +41,7 @@ batch 8, 115 MiB at 1280 px); ``release_scratch()`` frees them.
 
 ``"auto"`` picks by ``choose_impl``: ``mix`` for mixed filters of at most ``MIX_MAX_BASES`` bases or on small output
 maps (a few times m * n pixels), else ``grouped`` off the CPU and for single-sample inference on CPU, ``fast`` for
-training and batches on CPU; ``onnx`` while tracing.
+training and batches on CPU; ``onnx`` while tracing (its formulation by ``ops.export.choose_export``).
 
 Gradients (all implementations, to input, weight and guide)::
 
@@ -65,7 +68,7 @@ from .common import (
     output_size,
     records_grad,
 )
-from .export import onnx_conv
+from .export import EXPORT_FORMULATIONS, choose_export, export_conv, export_formulation
 from .fast import fast_conv
 from .filters import ExplicitFilters, MixedFilters
 from .grouped import grouped_conv
@@ -82,6 +85,9 @@ __all__ = [
     "argmax_regions",
     "choose_impl",
     "release_scratch",
+    "EXPORT_FORMULATIONS",
+    "choose_export",
+    "export_formulation",
     "MIX_MAX_BASES",
     "MIX_SMALL_MAP_TRAIN",
     "MIX_SMALL_MAP_INFER",
@@ -252,11 +258,10 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
         device_type = input.device.type  # no autocast context when there is nothing to switch off (the common case)
         with torch.autocast(device_type, enabled=False) if autocast_enabled(device_type) else contextlib.nullcontext():
             return conv(input, filters.to(dtype), guide, bias, geometry)
-    weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k), mixed under the caller's autocast
-    conv_args = (input, weight, guide, geometry.stride, geometry.padding, geometry.dilation)
-    if impl == "onnx":
-        out = onnx_conv(*conv_args)
-    else:
-        with torch.autocast(input.device.type, enabled=False):
-            out = reference_conv(*conv_args)
+    conf = (geometry.stride, geometry.padding, geometry.dilation)
+    if impl == "onnx":  # the filters mixed (if at all) under the caller's autocast
+        return export_conv(input, filters, guide, *conf, bias)
+    weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k)
+    with torch.autocast(input.device.type, enabled=False):
+        out = reference_conv(input, weight, guide, *conf)
     return out if bias is None else out + bias.view(1, -1, 1, 1)

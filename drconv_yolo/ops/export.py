@@ -1,25 +1,115 @@
-"""The export implementation: standard ops only (im2col, MatMul, ArgMax, Equal), no batch-size dependent shapes and
-no custom symbolic, so a traced or ONNX-exported model runs anywhere. Computes all m responses (m x the MACs);
-inference only (no gradient to the guide).
+"""The export path: which formulation a traced or exported DRConv takes, by one written rule.
+
+Three formulations, one module each, all standard ops and all equal to the reference op's output:
+
+``mix`` (:mod:`.export_mix`)
+    Mixed filters only (the official generator): one standard conv with the n bases, then a per-pixel mix.
+    n x a conv's multiply-adds, static shapes.
+``gather`` (:mod:`.export_gather`)
+    Per region, its pixels' patch rows gathered, one MatMul, scattered back: one conv's multiply-adds at batch 1
+    (B x at batch B), data-dependent shapes (NonZero, ScatterND).
+``responses`` (:mod:`.export_responses`)
+    All m responses, then a per-pixel selection: m x a conv, static shapes, the most portable.
+
+The rule (``choose_export``): ``mix`` for mixed filters of at most ``EXPORT_MIX_MAX_BASES`` bases, ``gather``
+otherwise. Measured on the exported YOLOv8n models (``drconv-yolo bench --deploy``; figures in docs/deployment.md):
+``mix`` at one base costs about the conv it replaces, while ``gather``'s gathers and scatters add a fixed cost per
+layer; at 8 bases ``gather`` costs a fraction of ``mix`` and ``responses`` (both 8 convs).
+
+A formulation can be forced for one export, for a runtime that lacks an operator (NCNN: no NonZero), with
+``export_formulation("responses")`` around the export or ``DRCONV_YOLO_EXPORT=responses`` in the environment.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import contextlib
+import os
+from typing import Iterator, Optional
+
+from .export_gather import gather_conv
+from .export_mix import mix_export_conv
+from .export_responses import responses_conv
+from .filters import MixedFilters
+
+__all__ = ["EXPORT_FORMULATIONS", "EXPORT_ENV", "choose_export", "export_conv", "export_formulation"]
+
+EXPORT_FORMULATIONS = ("auto", "mix", "gather", "responses")
+EXPORT_ENV = "DRCONV_YOLO_EXPORT"  # forces a formulation for every export of the process
+EXPORT_MIX_MAX_BASES = 1  # "auto" exports mixed filters of at most this many bases by the mix formulation
+
+_forced: list = []  # the innermost export_formulation() context's choice
 
 
-def onnx_conv(x, weight, guide, stride, padding, dilation):
-    """Region-aware convolution in standard ops, without the bias; arguments and result as ``reference_conv``."""
-    _, m, C_out, C_in, kh, kw = weight.shape
-    kh, kw = int(kh), int(kw)  # static: ONNX's im2col needs a constant kernel size, not a traced shape
-    Ho, Wo = guide.shape[2:]
-    cols = F.unfold(x, (kh, kw), dilation, padding, stride)  # (B, C_in*kh*kw, Ho*Wo)
-    responses = torch.matmul(weight.flatten(3).flatten(1, 2), cols)  # (B, m*C_out, Ho*Wo)
-    # reshape with the traced batch size, never unflatten: its ONNX symbolic bakes the traced batch into the graph
-    responses = responses.reshape(responses.shape[0], m, C_out, -1)  # (B, m, C_out, Ho*Wo)
-    region = guide.flatten(2).argmax(1, keepdim=True)  # (B, 1, Ho*Wo), ties as torch.argmax
-    regions = torch.arange(m, device=x.device).view(1, m, 1)
-    mask = (region == regions).to(responses.dtype).unsqueeze(2)  # (B, m, 1, Ho*Wo)
-    out = (responses * mask).sum(1)  # (B, C_out, Ho*Wo)
-    return out.reshape(out.shape[0], C_out, Ho, Wo)
+def _check(name: str, where: str) -> str:
+    if name not in EXPORT_FORMULATIONS:
+        raise ValueError(f"{where}: the export formulation must be one of {list(EXPORT_FORMULATIONS)}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def export_formulation(name: str) -> Iterator[None]:
+    """Export every DRConv by formulation ``name`` (one of ``EXPORT_FORMULATIONS``) while inside."""
+    _forced.append(_check(name, "export_formulation"))
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def requested_formulation() -> str:
+    """The formulation asked for: the innermost ``export_formulation`` context's, else ``$DRCONV_YOLO_EXPORT``, else
+    ``"auto"``."""
+    if _forced:
+        return _forced[-1]
+    return _check(os.environ.get(EXPORT_ENV, "auto") or "auto", f"${EXPORT_ENV}")
+
+
+def choose_export(bases: Optional[int], requested: Optional[str] = None) -> str:
+    """The formulation an export of these filters takes.
+
+    Args:
+        bases (int, optional): The number of bases n of mixed filters; None for explicit filters.
+        requested (str, optional): ``"auto"`` (the rule) or a formulation; default ``requested_formulation()``.
+
+    Returns:
+        (str): ``"mix"``, ``"gather"`` or ``"responses"``.
+
+    Raises:
+        ValueError: ``"mix"`` requested for explicit filters (the paper's generator has no bases).
+    """
+    requested = requested_formulation() if requested is None else _check(requested, "choose_export")
+    if requested == "mix" and bases is None:
+        raise ValueError(
+            "export formulation 'mix' needs mixed filters (the official generator); explicit per-sample filters "
+            "(generator 'paper') export by 'gather' or 'responses'"
+        )
+    if requested != "auto":
+        return requested
+    return "mix" if bases is not None and bases <= EXPORT_MIX_MAX_BASES else "gather"
+
+
+def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formulation: Optional[str] = None):
+    """Region-aware convolution by an export formulation (``choose_export``), standard ops only.
+
+    Args:
+        x (torch.Tensor): (B, C_in, H, W).
+        filters (ExplicitFilters | MixedFilters): The filter description.
+        guide (torch.Tensor): (B, m, Ho, Wo).
+        stride, padding, dilation (tuple): The checked geometry's pairs.
+        bias (torch.Tensor, optional): (C_out,).
+        formulation (str, optional): As ``choose_export``'s ``requested``.
+
+    Returns:
+        (torch.Tensor): (B, C_out, Ho, Wo).
+    """
+    mixed = isinstance(filters, MixedFilters)
+    name = choose_export(filters.bases.shape[0] if mixed else None, formulation)
+    conf = (stride, padding, dilation)
+    if name == "mix":
+        out = mix_export_conv(x, filters.coef, filters.bases.to(x.dtype), guide, *conf)
+    elif name == "gather":
+        kernel = tuple(int(k) for k in filters.shape[4:])
+        out = gather_conv(x, filters.rows_matrix().to(x.dtype), guide, kernel, *conf)  # (B, m, C_out, K)
+    else:
+        out = responses_conv(x, filters.materialise().to(x.dtype), guide, *conf)
+    return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)

@@ -84,6 +84,11 @@ class ExplicitFilters(_Filters):
         """The filters (B, m, C_out, C_in, kh, kw)."""
         return self.weight
 
+    def rows_matrix(self) -> torch.Tensor:
+        """The filters as (B, m, C_out, K), K ordered (kh, kw, C_in) like the patch rows (a copy)."""
+        B, m, C_out = self.shape[:3]
+        return self.weight.permute(_EXPLICIT_ROWS).reshape(B, m, C_out, -1)
+
     def per_sample(self, transposed: bool, buffer: torch.Tensor | None = None) -> Callable[[int], torch.Tensor]:
         """A function of b giving sample b's filters (m, C_out, K), or (m, K, C_out) when ``transposed`` (views of the
         weight: ``buffer`` is not needed)."""
@@ -150,6 +155,12 @@ class MixedFilters(_Filters):
     def materialise(self) -> torch.Tensor:
         """The filters (B, m, C_out, C_in, kh, kw); batch -1 so that an export stays batch-size free."""
         return torch.matmul(self.coef, self.bases.flatten(1)).view(-1, self.coef.shape[1], *self.bases.shape[1:])
+
+    def rows_matrix(self) -> torch.Tensor:
+        """The filters as (B, m, C_out, K), K ordered (kh, kw, C_in) like the patch rows, mixed in that order (the
+        bases' reorder is free for channels-last bases, and a constant in an export); batch -1 for an export."""
+        _, _, C_out, C_in, kh, kw = self.shape
+        return torch.matmul(self.coef, self._bases_rows(False)).view(-1, self.coef.shape[1], C_out, C_in * kh * kw)
 
     def _bases_rows(self, transposed: bool) -> torch.Tensor:
         """The bases as (n, C_out*K), or (n, K*C_out) when ``transposed``; taken once per layout."""

@@ -1,0 +1,60 @@
+"""Export formulation ``gather``: per region, that region's patch rows gathered, one MatMul with its filter, the
+results scattered back: about one conv's multiply-adds whatever m and n, with data-dependent shapes.
+
+Ops: ArgMax, Equal, NonZero, integer arithmetic, Gather, MatMul, Concat, ScatterElements (plus Transpose and Pad):
+all in onnxruntime's and OpenVINO's operator lists and TensorRT's (NonZero there with limits; untested here). The m
+regions are unrolled in the graph (m is a constant); the batch stays dynamic. Each region's patch rows come from
+one Gather of the padded channels-last input with a (N_j, kh*kw) index (the pixel under each kernel tap), so no
+im2col tensor of the whole map is built (ONNX's im2col is a chain of Gathers along the last axis, which onnxruntime
+runs at a fraction of a copy's speed). Every row of region j is multiplied by the filters of all B samples and keeps
+its own sample's block: B times a conv's multiply-adds, one conv at batch 1, what the ``responses`` formulation
+costs (m convs) at batch m. A region with no pixel is an empty MatMul.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
+    """Region-aware convolution by region gathers, without the bias.
+
+    Args:
+        x (torch.Tensor): (B, C_in, H, W).
+        weight_rows (torch.Tensor): (B, m, C_out, K), every sample's region filters with K = kh*kw*C_in ordered
+            (kh, kw, C_in) (``filters.rows_matrix()``).
+        guide (torch.Tensor): (B, m, Ho, Wo).
+        kernel (tuple): (kh, kw), ints.
+        stride, padding, dilation (tuple): The checked geometry's pairs.
+
+    Returns:
+        (torch.Tensor): (B, C_out, Ho, Wo).
+    """
+    m, C_out = int(weight_rows.shape[1]), int(weight_rows.shape[2])
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    B, C_in, Ho, Wo = x.shape[0], x.shape[1], guide.shape[2], guide.shape[3]  # traced: the batch stays free
+    pixels = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, Hp, Wp, C_in), channels-last and padded
+    Hp, Wp = pixels.shape[1], pixels.shape[2]
+    pixels = pixels.reshape(-1, C_in)  # (B*Hp*Wp, C_in)
+    # offset of each kernel tap from the patch's top-left pixel in the flattened padded input, (kh*kw,)
+    taps = torch.tensor([i * dh for i in range(kh)]).view(-1, 1) * Wp + torch.tensor([j * dw for j in range(kw)])
+    taps = taps.reshape(-1).to(x.device)
+    region = guide.argmax(1).reshape(-1)  # (B*L,), ties as torch.argmax
+    picked, outs = [], []
+    for j in range(m):
+        idx = torch.nonzero(region == j)[:, 0]  # (N_j,): region j's output pixels, every sample's, b*L + oy*Wo + ox
+        sample, at = idx // (Ho * Wo), idx % (Ho * Wo)
+        corner = sample * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (N_j,): each patch's top-left
+        rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
+        y = torch.matmul(rows, weight_rows[:, j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
+        own = torch.arange(idx.shape[0], device=x.device) * B + sample  # (N_j,): the row of its own sample's block
+        outs.append(y.reshape(-1, C_out).index_select(0, own))  # (N_j, C_out)
+        picked.append(idx)
+    # back to pixel order by the inverse permutation: one Gather of rows (a row scatter, aten::index_put, has no
+    # OpenVINO PyTorch-frontend rule); the regions partition the pixels, so the scatter of the inverse overwrites
+    # every entry of its base, perm itself (no constant of the map's size in a static export)
+    perm = torch.cat(picked)  # (B*L,): the pixel of each row in region order
+    inverse = perm.scatter(0, perm, torch.arange(perm.shape[0], device=x.device))  # (B*L,): each pixel's row
+    out = torch.cat(outs).index_select(0, inverse)  # (B*L, C_out), in pixel order
+    return out.reshape(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
