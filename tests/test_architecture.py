@@ -27,6 +27,7 @@ LAYERS = {
     "drconv_yolo.evaluation": 4,
     "drconv_yolo.regions": 4,
     "drconv_yolo.measure": 4,
+    "drconv_yolo.deploy": 4,  # exported models timed in deployment runtimes (the benchmark and the comparison)
     "drconv_yolo.bench": 5,
     "drconv_yolo.experiment": 5,
     "drconv_yolo.cli": 6,

@@ -229,6 +229,8 @@ def test_compare_records_sensible_measurements(finished):
         assert "metrics/mAP50-95(B)" in r["per_epoch"][0]
         assert r["eval"]["pycocotools"]["n_images"] == 8
         assert r["latency"]["runs"] == 3
+        assert m["deployed_latency_ms"] > 0 and r["deployed_latency"]["runtime"] == "onnxruntime"  # best.pt as ONNX
+        assert r["deployed_latency"]["runs"] == 3 and r["notes"]["deployed_latency_ms"] is None
         assert r["stats"]["drconv_layers"] == (6 if arm == "yolov8n-drconv" else 0)
         assert "own process" in r["notes"]["memory"]  # one subprocess per run
     base, dr = runs[("yolov8n", 0)]["metrics"], runs[("yolov8n-drconv", 0)]["metrics"]

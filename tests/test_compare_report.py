@@ -77,12 +77,27 @@ def test_arms_beyond_ten_percent_of_the_baseline_cost_are_flagged():
     ]
     arms = ["base", "near", "big", "unknown"]
     match = rep.cost_match(rep.summarize(records, arms), arms)
-    assert match["near"] == {"params": pytest.approx(0.09), "GFLOPs": pytest.approx(-0.05), "matched": True}
+    assert match["near"] == {"params": pytest.approx(0.09), "GFLOPs": pytest.approx(-0.05), "latency_ms": None,
+                             "deployed_latency_ms": None, "matched": True}  # fmt: skip
     assert match["big"]["matched"] is False and match["big"]["GFLOPs"] == pytest.approx(0.15)
     assert match["unknown"]["matched"] is None
     lines = rep.cost_lines(match)
     assert lines[0].startswith("- `near`: cost-matched (params +9.0%, GFLOPs -5.0%")
     assert lines[1].startswith("- `big`: **not cost-matched** (params +0.0%, GFLOPs +15.0%")
+
+
+def test_an_arm_that_costs_more_once_deployed_is_not_cost_matched():
+    # the same size and arithmetic, but twice the baseline's ONNX latency (the old export's m responses)
+    records = [
+        _record("base", 0, params=1000.0, GFLOPs=10.0, latency_ms=10.0, deployed_latency_ms=20.0),
+        _record("lite", 0, params=1010.0, GFLOPs=10.1, latency_ms=10.5, deployed_latency_ms=40.0),
+        _record("ok", 0, params=1010.0, GFLOPs=10.1, latency_ms=10.5, deployed_latency_ms=21.0),
+    ]
+    arms = ["base", "lite", "ok"]
+    match = rep.cost_match(rep.summarize(records, arms), arms)
+    assert match["lite"]["matched"] is False and match["lite"]["deployed_latency_ms"] == pytest.approx(1.0)
+    assert match["ok"]["matched"] is True and match["ok"]["deployed_latency_ms"] == pytest.approx(0.05)
+    assert "deployed latency b1 (ONNX) +100.0%" in rep.cost_lines(match)[0]
 
 
 def test_missing_gflops_are_shown_with_their_reason_never_as_zero():

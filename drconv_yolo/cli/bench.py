@@ -5,6 +5,7 @@ Examples::
     drconv-yolo bench                              # DRConv2d vs nn.Conv2d at the YOLOv8n shapes
     drconv-yolo bench --model                      # yolov8n-drconv vs yolov8n: fused inference and a training step
     drconv-yolo bench --model --family yolov8 yolo11 --busy 1   # with one other busy process on the machine
+    drconv-yolo bench --deploy --runtime onnxruntime openvino    # every yolov8n DRConv config exported, vs yolov8n
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import List
 
-from .. import bench
+from .. import bench, deploy
 from ..errors import UserError
 from .options import HelpFormatter, parse
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default torch's: one per core); 1 gives steadier figures on a shared machine",
     )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPEATS} repeats and fewer shapes/pairs (smoke)")
-    parser.add_argument("--out", type=Path, default=None, help=f"JSON output ({bench.DEFAULT_OUT}, {bench.MODEL_OUT})")
+    outs = ", ".join(str(p) for p in (bench.DEFAULT_OUT, bench.MODEL_OUT, deploy.DEPLOY_OUT))
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON output ({outs})")
     layer = parser.add_argument_group("layer benchmark")
     layer.add_argument("--batches", type=int, nargs="+", default=list(bench.DEFAULT_BATCHES), help="batch sizes")
     layer.add_argument("--regions", type=int, default=bench.DEFAULT_REGIONS, help="number of regions m")
@@ -64,7 +66,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="both models and the input in channels-last memory (default NCHW, as Ultralytics runs them: DRConv's "
         "layers still hand channels-last tensors on, which speeds up the plain layers after them)",
     )
+    dep = parser.add_argument_group("deployment benchmark (--deploy): exported with `yolo export format=onnx "
+                                    "simplify=True`, static shapes per case, timed on the CPU")  # fmt: skip
+    dep.add_argument("--deploy", action="store_true", help="the deployment benchmark: --family's first family, "
+                     "its DRConv configs (--variant, default all six) against the baseline")  # fmt: skip
+    dep.add_argument("--runtime", nargs="+", choices=deploy.RUNTIMES, default=["onnxruntime"],
+                     help="runtimes (openvino: the 'openvino' extra; it reads the same ONNX files)")  # fmt: skip
+    dep.add_argument("--deploy-threads", type=int, nargs="+", default=list(deploy.DEPLOY_THREADS),
+                     help="runtime intra-op thread counts")  # fmt: skip
+    dep.add_argument("--sizes", type=int, nargs="+", default=list(deploy.DEPLOY_SIZES), help="image sizes")
     return parser
+
+
+def _run_deploy(args) -> int:
+    """``bench --deploy``: check the counts, then :func:`drconv_yolo.deploy.run_deploy`."""
+    for name in ("deploy_threads", "sizes", "batches"):
+        bad = [v for v in getattr(args, name) if v < 1 or (name == "sizes" and v % 32)]
+        if bad:
+            rule = "multiples of 32 (the model's largest stride)" if name == "sizes" else ">= 1"
+            raise BenchError(f"--{name.replace('_', '-')} must be {rule}, got {bad}")
+    variants = args.variant if args.variant != list(bench.DEFAULT_VARIANTS) else list(deploy.DEPLOY_VARIANTS)
+    try:
+        deploy.run_deploy(
+            family=args.family[0], scale=args.scale, variants=variants, runtimes=args.runtime,
+            batches=args.batches[:1] if args.quick else args.batches,
+            sizes=args.sizes[-1:] if args.quick else args.sizes,
+            threads=args.deploy_threads[:1] if args.quick else args.deploy_threads,
+            repeats=QUICK_REPEATS if args.quick else (args.repeats or deploy.DEPLOY_REPEATS),
+            out=args.out or deploy.DEPLOY_OUT,
+        )  # fmt: skip
+    except deploy.RuntimeMissing as e:
+        raise BenchError(f"--runtime: {e}") from None
+    return 0
 
 
 def _check_device(device: str) -> None:
@@ -91,6 +124,8 @@ def run(argv: List[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # recorded in the JSON's environment.torch_threads
+    if args.deploy:
+        return _run_deploy(args)
     repeats = QUICK_REPEATS if args.quick else args.repeats
     if args.model:
         pairs = bench.model_pairs(args.family, args.scale, args.variant)

@@ -11,6 +11,7 @@ from typing import Any, Callable, List
 
 from ..experiment import CompareSettings, compare, parse_overrides
 from ..experiment.process import Terminated
+from ..experiment.settings import DEPLOY_RUNTIMES
 from .options import HelpFormatter, parse
 
 DEFAULTS = CompareSettings  # the dataclass's field defaults are the options' defaults
@@ -28,7 +29,7 @@ EPILOG = (
     "--seeds 0 1 2 --epochs 50 --imgsz 256 --device 0"
 )
 # The options of each parser that are CompareSettings fields of the same name.
-RUN_FIELDS = ("device", "workers", "max_det", "latency_runs", "latency_warmup", "in_process")
+RUN_FIELDS = ("device", "workers", "max_det", "latency_runs", "latency_warmup", "deploy_runtime", "in_process")
 COMPARE_FIELDS = ("data", "models", "seeds", "epochs", "imgsz", "batch", "out", "split", "gt")
 
 
@@ -50,6 +51,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency-warmup", type=int, default=DEFAULTS.latency_warmup, help="untimed forward passes before timing"
+    )
+    parser.add_argument(
+        "--deploy-runtime",
+        choices=DEPLOY_RUNTIMES,
+        default=DEFAULTS.deploy_runtime,
+        help="deployed latency: each best.pt exported to ONNX (as `yolo export format=onnx simplify=True`) and run "
+        "at batch 1 on the CPU in this runtime (openvino: the 'openvino' extra); none skips it",
     )
     parser.add_argument(
         "--in-process",

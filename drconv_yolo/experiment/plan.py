@@ -23,7 +23,8 @@ SHORT_HASH = 12  # hex digits of a fingerprint shown in a message
 GT_CACHE = "ground_truth"  # OUT/ground_truth: ground truths built from a dataset's YOLO labels
 COMPARED = ("model", "train", "eval", "measure", "data")  # RunSpec fields a reused run must match
 # Where the ground truth lies is not compared (a built one moves with OUT); its content is (data.gt_sha256).
-NOT_COMPARED = {"eval": ("gt_json",), "data": ("gt",)}
+# left out of reuse: where the deployed latency is measured (a run finished before it existed is reused, its figure n/a)
+NOT_COMPARED = {"eval": ("gt_json",), "data": ("gt",), "measure": ("deploy_runtime",)}
 # Fixed for every run so arms differ by the model only: reproducible training, no Ultralytics plots.
 FIXED_TRAIN = {"deterministic": True, "plots": False, "val": True}
 
@@ -41,7 +42,7 @@ class RunSpec:
         run_dir: Absolute run folder.
         train: Ultralytics train arguments (without project/name/exist_ok).
         eval: :func:`drconv_yolo.evaluation.evaluate` arguments.
-        measure: ``latency_runs``, ``latency_warmup``, ``device`` (single device for latency).
+        measure: ``latency_runs``, ``latency_warmup``, ``device`` (single device for latency), ``deploy_runtime``.
         data: What the run was trained and scored on: ``fingerprint`` (the dataset's train and evaluated splits),
             ``gt_sha256`` (the ground-truth JSON's content) and ``gt`` (its provenance,
             :meth:`~drconv_yolo.data.yolo.GroundTruth.to_dict`).
@@ -221,6 +222,7 @@ def make_plan(settings: CompareSettings) -> Plan:
         "latency_runs": int(settings.latency_runs),
         "latency_warmup": int(settings.latency_warmup),
         "device": first_device(device),
+        "deploy_runtime": settings.deploy_runtime,
     }
     trained_on = {
         "fingerprint": data.fingerprint,

@@ -90,7 +90,8 @@ METRICS = (
     Metric("AR", "COCO AR@max_det", "%", 100.0, 2, "accuracy"),
     Metric("params", "params", "M", 1e-6, 3, "cost"),
     Metric("GFLOPs", "GFLOPs", "", 1.0, 3, "cost"),
-    Metric("latency_ms", "latency b1", "ms", 1.0, 2, "cost"),
+    Metric("latency_ms", "latency b1 (PyTorch)", "ms", 1.0, 2, "cost"),
+    Metric("deployed_latency_ms", "deployed latency b1 (ONNX)", "ms", 1.0, 2, "cost"),
     Metric("train_img_s", "train throughput", "img/s", 1.0, 1, "cost"),
     Metric("train_s", "train time", "min", 1 / 60, 2, "cost"),
     Metric("wall_s", "run wall time", "min", 1 / 60, 2, "cost"),
@@ -98,8 +99,9 @@ METRICS = (
 )
 BY_KEY = {m.key: m for m in METRICS}
 COST_MATCH_TOLERANCE = 0.10  # relative difference in params or GFLOPs beyond which an arm is not cost-matched
-COST_MATCH_KEYS = ("params", "GFLOPs")
-NOTED_KEYS = ("GFLOPs",)  # metrics a run may lack with a reason in its record's notes
+# what the cost match compares: the model's size and arithmetic, and what it costs to run in PyTorch and deployed
+COST_MATCH_KEYS = ("params", "GFLOPs", "latency_ms", "deployed_latency_ms")
+NOTED_KEYS = ("GFLOPs", "deployed_latency_ms")  # metrics a run may lack with a reason in its record's notes
 HEADLINE_METRIC = "mAP50-95"  # whose confidence interval the console summary prints
 SETTINGS_INDENT = 1  # of the JSON blocks in report.md
 
@@ -198,15 +200,17 @@ def deltas(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> dict[st
 
 
 def cost_match(summary: Mapping[str, Any], arms: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per arm but the baseline: relative difference of its mean params and GFLOPs to the baseline's, and a flag.
+    """Per arm but the baseline: relative difference of its mean params, GFLOPs, PyTorch latency and deployed (ONNX)
+    latency to the baseline's, and a flag.
 
     Args:
         summary: :func:`summarize` output.
         arms: Arm order; ``arms[0]`` is the baseline.
 
     Returns:
-        ``{arm: {"params": rel | None, "GFLOPs": rel | None, "matched": bool | None}}``: ``matched`` is False when a
-        figure differs by more than :data:`COST_MATCH_TOLERANCE`, None when neither could be compared.
+        ``{arm: {key: rel | None for each of COST_MATCH_KEYS, "matched": bool | None}}``: ``matched`` is False when
+        a figure is more than :data:`COST_MATCH_TOLERANCE` above or below the baseline's, None when none could be
+        compared.
     """
     out = {}
     for arm in arms[1:]:
@@ -319,7 +323,8 @@ def cost_lines(match: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = []
     for arm, c in match.items():
         parts = ", ".join(
-            f"{key} {c[key] * 100:+.1f}%" if c[key] is not None else f"{key} n/a" for key in COST_MATCH_KEYS
+            f"{BY_KEY[key].label} {c[key] * 100:+.1f}%" if c[key] is not None else f"{BY_KEY[key].label} n/a"
+            for key in COST_MATCH_KEYS
         )
         verdict = {True: "cost-matched", False: "**not cost-matched**", None: "cost match unknown"}[c["matched"]]
         lines.append(f"- `{arm}`: {verdict} ({parts} vs the baseline; tolerance ±{COST_MATCH_TOLERANCE:.0%})")

@@ -47,6 +47,8 @@ class CompareError(UserError):
     """A problem with the user's input (missing file, bad argument, conflicting earlier runs) or a failed run."""
 
 
+DEPLOY_RUNTIMES = ("onnxruntime", "openvino", "none")  # --deploy-runtime (drconv_yolo.deploy.RUNTIMES + none)
+
 @dataclass
 class CompareSettings:
     """Everything :func:`drconv_yolo.experiment.compare` takes; the defaults are the command line's.
@@ -67,6 +69,8 @@ class CompareSettings:
         gt: Ground-truth JSON (default: the prepared one beside the dataset, else built from the YOLO labels).
         latency_runs: Timed batch-1 forward passes (median reported).
         latency_warmup: Untimed passes before them.
+        deploy_runtime: Where the deployed latency is measured (each run's ``best.pt`` exported to ONNX and run at
+            batch 1 on the CPU): ``"onnxruntime"``, ``"openvino"``, or ``"none"`` to skip it.
         in_process: Train in this process instead of one subprocess per run.
         command: The command line, for the report.
     """
@@ -86,6 +90,7 @@ class CompareSettings:
     gt: Optional[str] = None
     latency_runs: int = 50
     latency_warmup: int = 10
+    deploy_runtime: str = "onnxruntime"
     in_process: bool = False
     command: Optional[str] = None
 
@@ -103,6 +108,8 @@ class CompareSettings:
         for name, value in (*sizes, ("latency-runs", self.latency_runs)):
             if int(value) < 1:
                 raise CompareError(f"--{name} must be >= 1, got {value}")
+        if self.deploy_runtime not in DEPLOY_RUNTIMES:
+            raise CompareError(f"--deploy-runtime must be one of {list(DEPLOY_RUNTIMES)}, got {self.deploy_runtime!r}")
 
 
 def arm_names(models: Sequence[str]) -> list[str]:

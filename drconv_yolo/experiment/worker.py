@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..deploy import RuntimeMissing, deployed_latency
 from ..diagnostics import STATS_FILE, read_stats
 from ..io import atomic_write_json
 from ..measure import cuda_peak_mb, forward_latency, gflops, peak_rss_mb, reset_cuda_peak
@@ -269,6 +270,22 @@ def _latency(spec: RunSpec, model: torch.nn.Module) -> dict[str, Any]:
     return forward_latency(model, x, select_device(spec.measure["device"], verbose=False), runs, warmup)
 
 
+def _deployed(spec: RunSpec, weights: Path) -> dict[str, Any]:
+    """Batch-1 latency of ``best.pt`` exported to ONNX and run in ``measure.deploy_runtime`` on the CPU, or
+    ``{"note": why not}`` (skipped, the runtime missing, the export failing)."""
+    runtime = spec.measure.get("deploy_runtime", "onnxruntime")
+    if runtime == "none":
+        return {"note": "not measured (--deploy-runtime none)"}
+    imgsz, runs, warmup = spec.train["imgsz"], spec.measure["latency_runs"], spec.measure["latency_warmup"]
+    print(f"{spec.label}: measuring deployed latency (ONNX in {runtime}, {runs} runs at {imgsz} px) ...", flush=True)
+    try:
+        return deployed_latency(weights, imgsz, runs, warmup, runtime)
+    except RuntimeMissing as e:
+        return {"note": f"not measured ({e})"}
+    except Exception as e:  # an export or runtime failure is a finding of the run, not its end
+        return {"note": f"not measured (export to ONNX or {runtime} failed: {type(e).__name__}: {e})"[:500]}
+
+
 def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False) -> dict[str, Any]:
     """Train, evaluate and measure one run; write its ``run.json`` last and return the record.
 
@@ -287,19 +304,25 @@ def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False)
     report = _evaluate(spec, weights)
     model, stats = model_stats(weights, spec.train["imgsz"])
     latency = _latency(spec, model)
+    deployed = _deployed(spec, weights)
     record = {
         "spec": asdict(spec),
-        "metrics": flat_metrics(train, report, stats, latency, time.perf_counter() - t0, n_train),
+        "metrics": {
+            **flat_metrics(train, report, stats, latency, time.perf_counter() - t0, n_train),
+            "deployed_latency_ms": deployed.get("median_ms"),
+        },
         "per_epoch": train["per_epoch"],
         "epochs_completed": train["epochs_completed"],
         "weights": str(weights),
         "stats": stats,
         "latency": latency,
+        "deployed_latency": deployed,
         "torch_threads": torch.get_num_threads(),
         "notes": {
             "memory": train.get("memory_basis"),
             "throughput": train.get("throughput_basis"),
             "GFLOPs": stats["GFLOPs_note"],
+            "deployed_latency_ms": deployed.get("note"),
         },
         "eval": {k: report[k] for k in EVAL_KEYS if k in report},
         "regions": read_stats(Path(spec.run_dir) / STATS_FILE),  # per-epoch region statistics (DRConv arms)

@@ -1,0 +1,97 @@
+"""The deployed cost: Ultralytics' ONNX export of a checkpoint or a module, its runtimes, the deployment benchmark's
+table and JSON, the comparison's deployed latency and its reasons when there is none, and the CLI's refusals."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("ultralytics")
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+
+from drconv_yolo import deploy  # noqa: E402
+from drconv_yolo.cli import main  # noqa: E402
+from drconv_yolo.experiment import worker  # noqa: E402
+from drconv_yolo.experiment.plan import RunSpec  # noqa: E402
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("deploy") / "yolov8n-drconv-blocks-lite.pt"
+    torch.save({"model": DetectionModel("yolov8n-drconv-blocks-lite.yaml", verbose=False)}, path)
+    return path
+
+
+def test_export_onnx_of_a_checkpoint_runs_in_onnxruntime_at_its_static_batch(checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = deploy.export_onnx(checkpoint, tmp_path, IMGSZ, batch=2)
+    assert path.suffix == ".onnx" and path.parent == tmp_path
+    out = deploy.load_session(path, "onnxruntime", threads=1)(torch.rand(2, 3, IMGSZ, IMGSZ).numpy())
+    assert out.shape[0] == 2 and out.shape[1] == 84  # 4 box coordinates + 80 class scores
+
+
+def test_deployed_latency_reports_the_median_of_its_runs(checkpoint):
+    pytest.importorskip("onnxruntime")
+    result = deploy.deployed_latency(checkpoint, IMGSZ, runs=3, warmup=1, threads=1)
+    assert result["runtime"] == "onnxruntime" and result["runs"] == 3
+    assert 0 < result["min_ms"] <= result["median_ms"]
+
+
+def test_load_session_refuses_an_unknown_runtime(tmp_path):
+    with pytest.raises(ValueError, match=r"runtime must be one of \['onnxruntime', 'openvino'\], got 'tensorrt'"):
+        deploy.load_session(tmp_path / "m.onnx", "tensorrt")
+
+
+def test_deployment_benchmark_writes_one_row_per_variant_runtime_and_case(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "deploy.json"
+    payload = deploy.run_deploy(variants=["drconv-blocks-lite"], batches=[1], sizes=[IMGSZ], threads=[1], repeats=2,
+                                warmup=0, out=out, log=lambda *a, **k: None)  # fmt: skip
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    (row,) = payload["rows"]
+    assert (row["model"], row["baseline"], row["runtime"], row["batch"], row["imgsz"]) == (
+        "yolov8n-drconv-blocks-lite", "yolov8n", "onnxruntime", 1, IMGSZ)  # fmt: skip
+    assert row["ratio"] == pytest.approx(row["model_ms"] / row["baseline_ms"])
+    assert row["ratio_min"] <= row["ratio_max"] and payload["settings"]["runtime_versions"]["onnxruntime"]
+
+
+def test_deployment_benchmark_refuses_a_missing_runtime_before_exporting(monkeypatch, tmp_path):
+    monkeypatch.setattr(deploy, "versions", lambda: {"onnxruntime": "1", "openvino": None})
+    with pytest.raises(deploy.RuntimeMissing, match=r'openvino is not installed: pip install "drconv-yolo\[openvino\]"'):
+        deploy.run_deploy(runtimes=["openvino"], out=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+
+
+def spec(tmp_path, runtime):
+    return RunSpec(1, 1, "arm", 0, "m.yaml", str(tmp_path), {"imgsz": IMGSZ}, {},
+                   {"latency_runs": 1, "latency_warmup": 0, "device": "cpu", "deploy_runtime": runtime})  # fmt: skip
+
+
+def test_run_without_deployed_latency_says_why(tmp_path, monkeypatch):
+    assert worker._deployed(spec(tmp_path, "none"), tmp_path / "best.pt") == {
+        "note": "not measured (--deploy-runtime none)"}  # fmt: skip
+
+    def missing(*args, **kwargs):
+        raise deploy.RuntimeMissing("OpenVINO is not installed")
+
+    monkeypatch.setattr(worker, "deployed_latency", missing)
+    assert worker._deployed(spec(tmp_path, "openvino"), tmp_path / "best.pt") == {
+        "note": "not measured (OpenVINO is not installed)"}  # fmt: skip
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    monkeypatch.undo()
+    note = worker._deployed(spec(tmp_path, "onnxruntime"), broken)["note"]
+    assert note.startswith("not measured (export to ONNX or onnxruntime failed: ")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--deploy-threads", "0"], "--deploy-threads must be >= 1, got [0]"),
+     (["--sizes", "100"], "--sizes must be multiples of 32 (the model's largest stride), got [100]")],
+)  # fmt: skip
+def test_bench_deploy_refuses_bad_counts(args, message, capsys):
+    assert main(["bench", "--deploy", *args]) == 2
+    assert message in capsys.readouterr().err
