@@ -60,7 +60,8 @@ def test_deployment_benchmark_writes_one_row_per_variant_runtime_and_case(tmp_pa
 
 def test_deployment_benchmark_refuses_a_missing_runtime_before_exporting(monkeypatch, tmp_path):
     monkeypatch.setattr(deploy, "versions", lambda: {"onnxruntime": "1", "openvino": None})
-    with pytest.raises(deploy.RuntimeMissing, match=r'openvino is not installed: pip install "drconv-yolo\[openvino\]"'):
+    missing = r'openvino is not installed: pip install "drconv-yolo\[openvino\]"'
+    with pytest.raises(deploy.RuntimeMissing, match=missing):
         deploy.run_deploy(runtimes=["openvino"], out=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
 
