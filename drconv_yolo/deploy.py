@@ -22,6 +22,7 @@ import torch
 
 from .io import atomic_write_json
 from .measure import cpu_steal, environment, round_robin_ms
+from .ops.export import requested_formulation
 
 RUNTIMES = ("onnxruntime", "openvino")
 DEPLOY_OUT = Path("bench_results/drconv_deploy.json")
@@ -210,7 +211,8 @@ def run_deploy(family: str = "yolov8", scale: str = "n", variants: Sequence[str]
     settings = {"family": family, "scale": scale, "variants": list(variants), "runtimes": list(runtimes),
                 "batches": list(batches), "sizes": list(sizes), "threads": list(threads), "repeats": repeats,
                 "warmup": warmup, "export": "yolo export format=onnx simplify=True, static shapes per case",
-                "runtime_versions": dict(installed), "cpu_steal": steal["steal"]}  # fmt: skip
+                "export_formulation": requested_formulation(), "runtime_versions": dict(installed),
+                "cpu_steal": steal["steal"]}  # fmt: skip
     payload = {"environment": environment("cpu"), "settings": settings, "rows": [asdict(r) for r in rows],
                "summary": {r.label: r.ratio for r in rows}}  # fmt: skip
     log(format_deploy_table(rows))

@@ -34,9 +34,9 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
     m, C_out = int(weight_rows.shape[1]), int(weight_rows.shape[2])
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     B, C_in, Ho, Wo = x.shape[0], x.shape[1], guide.shape[2], guide.shape[3]  # traced: the batch stays free
-    pixels = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, Hp, Wp, C_in), channels-last and padded
-    Hp, Wp = pixels.shape[1], pixels.shape[2]
-    pixels = pixels.reshape(-1, C_in)  # (B*Hp*Wp, C_in)
+    padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x  # (B, C_in, Hp, Wp)
+    Hp, Wp = padded.shape[2], padded.shape[3]
+    pixels = padded.reshape(B, C_in, -1).transpose(1, 2).reshape(-1, C_in)  # (B*Hp*Wp, C_in), channels-last
     # offset of each kernel tap from the patch's top-left pixel in the flattened padded input, (kh*kw,)
     taps = torch.tensor([i * dh for i in range(kh)]).view(-1, 1) * Wp + torch.tensor([j * dw for j in range(kw)])
     taps = taps.reshape(-1).to(x.device)
