@@ -4,7 +4,7 @@ PY ?= python3
 OLDEST_ULTRALYTICS ?= 8.3.253
 OLDEST_VENV ?= .venv-oldest
 
-.PHONY: install test test-newest test-oldest test-env demo study bench bench-model lint
+.PHONY: install test test-newest test-oldest test-env demo study bench bench-model bench-deploy lint
 
 # Every process the tests start reads Ultralytics settings from a throw-away folder (one per command), never the
 # user's ~/.config/Ultralytics; and nothing is downloaded or pip-installed by Ultralytics.
@@ -48,6 +48,9 @@ bench: install  ## the layer benchmark (table + bench_results/drconv_layer.json)
 
 bench-model: install  ## the model benchmark (table + bench_results/drconv_model.json)
 	drconv-yolo bench --model
+
+bench-deploy: install  ## the deployment benchmark: exported models in onnxruntime (+ bench_results/drconv_deploy.json)
+	drconv-yolo bench --deploy
 
 lint: install
 	ruff check drconv_yolo tests scripts

@@ -96,3 +96,31 @@ def test_run_without_deployed_latency_says_why(tmp_path, monkeypatch):
 def test_bench_deploy_refuses_bad_counts(args, message, capsys):
     assert main(["bench", "--deploy", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def deploy_ratios(name):
+    from pathlib import Path
+
+    rows = json.loads((Path(__file__).resolve().parents[1] / "bench_results" / name).read_text())["rows"]
+    return {(r["model"], r["runtime"], r["threads"], r["batch"], r["imgsz"]): f"{r['ratio']:.2f}x" for r in rows}
+
+
+def test_deployment_page_quotes_the_committed_deployment_benchmark():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    now, before = deploy_ratios("drconv_deploy.json"), deploy_ratios("drconv_deploy_by_responses.json")
+    lite_by_gather = deploy_ratios("drconv_deploy_lite_by_gather.json")
+    missing = []
+    for model in [f"yolov8n-{v}" for v in deploy.DEPLOY_VARIANTS]:
+        cells = [now[model, rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)]
+        row = f"| {model} | " + " | ".join(cells) + " |"
+        if (model, "onnxruntime", 2, 1, 640) in before:
+            row += " " + " / ".join(before[model, rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)) + " |"
+        if row not in page:
+            missing.append(row)
+    lite = "yolov8n-drconv-blocks-lite"
+    gather_row = " / ".join(lite_by_gather[lite, rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1))
+    if gather_row not in page:
+        missing.append(gather_row)
+    assert not missing, f"docs/deployment.md does not quote these rows of bench_results/: {missing}"
