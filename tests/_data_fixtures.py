@@ -142,3 +142,51 @@ def user_gt_by_hand(root: Path) -> dict:
             )
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(USER_NAMES)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The faults users' label files have, added to the user dataset's train and val splits
+# ----------------------------------------------------------------------------------------------------------------------
+
+FAULT_SIZE = (96, 64)
+MIXED_BOX = ("box", 1, 50, 20, 90, 60)
+#: Fault images: file stem -> (objects drawn, label file text or None for no label file, image bytes or None for a
+#: valid image). Label text is written in the image's normalized coordinates.
+FAULTS = {
+    "mixed": ([("poly", 0, TRIANGLE), MIXED_BOX], "rows", None),  # one polygon row and one box row in one file
+    "broken": ([("box", 0, 8, 8, 40, 30)], "rows", b"not an image"),  # unreadable image
+    "empty": ([], "", None),  # empty label file: an image without objects
+    "badclass": ([("box", 7, 8, 8, 40, 30)], "rows", None),  # class 7 beyond the 3 names
+    "background": ([], None, None),  # no label file: a background image
+}
+#: Faults every supported Ultralytics skips as corrupt, with words of its reason; "mixed" is skipped by 8.4 and later
+#: ("labels mix segment and detection rows") and read by 8.3 with its box row taken as a two-point polygon.
+ALWAYS_SKIPPED = {"broken": "", "badclass": "exceeds dataset class count"}
+MIXED_REASON = "labels mix segment and detection rows"
+
+
+def add_faults(data: Path) -> Path:
+    """Add :data:`FAULTS` as ``fault_<stem>.jpg`` to :func:`make_user_dataset`'s train split and to its val folder
+    ``images/more``; returns the data YAML."""
+    root = data.parent
+    for split, folder in (("train", "train"), ("val", "more")):
+        for stem, (objects, label, raw) in FAULTS.items():
+            image = root / "images" / folder / f"{split}_fault_{stem}.jpg"
+            _write_image(image, FAULT_SIZE, [o for o in objects if o[1] < len(USER_NAMES)], False)
+            if raw is not None:
+                image.write_bytes(raw)
+            if label is not None:
+                path = root / "labels" / folder / f"{image.stem}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(label and "".join(_label_row(o, *FAULT_SIZE) + "\n" for o in objects))
+    return data
+
+
+def ultralytics_mixed_boxes_v83() -> list[tuple[int, float, float, float, float]]:
+    """``(cls, x1, y1, x2, y2)`` in pixels of the "mixed" fault as Ultralytics 8.3 reads it: the polygon's enclosing
+    box, and the box row ``c cx cy w h`` as the polygon through the points ``(cx, cy)`` and ``(w, h)``."""
+    width, height = FAULT_SIZE
+    _, c, x1, y1, x2, y2 = MIXED_BOX
+    points = [((x1 + x2) / 2, (y1 + y2) / 2), (x2 - x1, y2 - y1)]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return [enclosing_box(("poly", 0, TRIANGLE)), (c, min(xs), min(ys), max(xs), max(ys))]

@@ -150,7 +150,7 @@ def test_corrupt_image_is_skipped_and_named(user_data, tmp_path):
     (data.parent / "images/more/broken.jpg").write_bytes(b"not an image")
     truth = resolve_ground_truth(data, "val", cache_dir=tmp_path / "cache")
     assert len(truth.warnings) == 1 and "broken.jpg" in truth.warnings[0]
-    assert "1 skipped as corrupt" in truth.describe()
+    assert "1 of 6 val images skipped by Ultralytics" in truth.describe() and "(broken.jpg)" in truth.describe()
     gt = json.loads(truth.path.read_text())
     assert len(gt["images"]) == len(USER_VAL)
 
@@ -225,7 +225,7 @@ def _edit(gt: dict, what: str) -> dict:
 @pytest.mark.parametrize(
     "what, message",
     [
-        ("missing image", r"1 image\(s\) of the split are not in it: street_a\.jpg"),
+        ("missing image", r"1 image\(s\) of the split that Ultralytics scores are not in it: street_a\.jpg"),
         ("extra image", r"1 of its image\(s\) are not in the split: ghost\.jpg"),
         ("size", r"image street_a\.jpg is 97x64 in the ground truth but 96x64 on disk"),
         ("unknown category", r"unknown category id 42"),

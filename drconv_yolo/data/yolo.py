@@ -4,13 +4,16 @@ Any data YAML ``yolo val`` accepts works: ``train``/``val``/``test`` as folders,
 lists of those, resolved exactly as Ultralytics does (:func:`split_images`); labels as boxes or polygons. The ground
 truth is built from what Ultralytics' own label check (``verify_image_label``) makes of each label file: polygons
 become their enclosing box (``segments2boxes``), duplicate rows are dropped, image sizes have the EXIF orientation
-applied, and an image or label it rejects as corrupt is skipped with a warning, as ``yolo val`` skips it. The JSON
-follows the convention in :mod:`drconv_yolo.io` (categories ``id = class + 1`` named from the YAML's ``names``).
+applied, and an image or label it rejects as corrupt is left out, as ``yolo val`` leaves it out. Those rules are the
+installed Ultralytics' own (8.4 rejects a label file that mixes polygon and box rows; 8.3 reads its box rows as
+two-point polygons), so the ground truth always describes what the installed Ultralytics scores. The JSON follows
+the convention in :mod:`drconv_yolo.io` (categories ``id = class + 1`` named from the YAML's ``names``).
 
 Where the ground truth of an evaluation comes from (:func:`resolve_ground_truth`): a JSON the user gives; else the
 one ``prepare`` wrote at ``<path>/annotations/instances_<split>.json``; else one built here and cached outside the
-dataset, keyed by :func:`dataset_fingerprint`. A given or prepared JSON is checked against the split's images (file
-names and sizes) before anything runs.
+dataset, keyed by :func:`dataset_fingerprint`. A given or prepared JSON is checked against the images Ultralytics
+scores (file names and sizes) before anything runs; it may lack the images Ultralytics skips (:func:`scored_split`),
+and every :class:`GroundTruth` names those with Ultralytics' reason.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..io import DataError, DataNotFoundError, gt_images, read_gt_json, write_gt_json
-from .splits import read_image_size
 from .summary import SKIPPED_IMAGES, PrepareSummary, Progress, SplitStats
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "load_split",
     "prepare_yolo",
     "resolve_ground_truth",
+    "scored_split",
     "split_images",
 ]
 
@@ -104,8 +107,8 @@ class GroundTruth:
         fingerprint: :func:`dataset_fingerprint` of the split.
         n_images: Images in the split.
         reused: A built ground truth was found in the cache (not built again).
-        warnings: Why images were left out of a ground truth built now (corrupt image or label, as ``yolo val``
-            skips them).
+        skipped: ``(file name, reason)`` of each image of the split that the installed Ultralytics skips as
+            corrupt (its own words), so neither it nor the ground truth scores it.
     """
 
     path: Path
@@ -114,30 +117,58 @@ class GroundTruth:
     fingerprint: str
     n_images: int = 0
     reused: bool = False
-    warnings: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per skipped image: ``"<file name>: skipped by Ultralytics: <reason>"``."""
+        return [f"{name}: skipped by Ultralytics: {reason}" for name, reason in self.skipped]
+
+    def skipped_line(self) -> str:
+        """The skipped images counted and named by reason (:func:`skipped_line`); ``""`` if none."""
+        return skipped_line(self.skipped, self.n_images, self.split)
 
     def describe(self) -> str:
-        """One line for summaries and reports, naming the source and the file."""
+        """One line for summaries and reports, naming the source, the file and the images Ultralytics skips."""
         if self.source == "built":
             how = "reused from the cache" if self.reused else "cached"
-            skipped = f", {len(self.warnings)} skipped as corrupt" if self.warnings else ""
-            return (
-                f"built from the YOLO labels of split '{self.split}' ({self.n_images} images{skipped}), "
-                f"{how} at {self.path}"
-            )
-        if self.source == "prepared":
-            return f"prepared ground truth of split '{self.split}' ({self.n_images} images): {self.path}"
-        return f"given ground truth for split '{self.split}' ({self.n_images} images): {self.path}"
+            line = f"built from the YOLO labels of split '{self.split}' ({self.n_images} images), {how} at {self.path}"
+        elif self.source == "prepared":
+            line = f"prepared ground truth of split '{self.split}' ({self.n_images} images): {self.path}"
+        else:
+            line = f"given ground truth for split '{self.split}' ({self.n_images} images): {self.path}"
+        return f"{line}; {self.skipped_line()}" if self.skipped else line
 
-    def to_dict(self) -> dict[str, str]:
-        """``{"path", "source", "split", "fingerprint", "description"}`` for reports."""
+    def to_dict(self) -> dict[str, Any]:
+        """``{"path", "source", "split", "fingerprint", "description", "skipped"}`` for reports."""
         return {
             "path": str(self.path),
             "source": self.source,
             "split": self.split,
             "fingerprint": self.fingerprint,
             "description": self.describe(),
+            "skipped": [list(s) for s in self.skipped],
         }
+
+
+def skipped_line(skipped: Sequence[tuple[str, str]], n_images: int, split: str) -> str:
+    """Count and name skipped images by reason: ``"4 of 12 val images skipped by Ultralytics: <reason> (a.jpg, ...)"``.
+
+    Args:
+        skipped: ``(file name, reason)`` per skipped image.
+        n_images: Images in the split.
+        split: Split name.
+
+    Returns:
+        The line; ``""`` when nothing was skipped.
+    """
+    if not skipped:
+        return ""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped:
+        by_reason.setdefault(reason, []).append(Path(name).name)
+    groups = "; ".join(f"{reason} ({_examples(names)})" for reason, names in by_reason.items())
+    return f"{len(skipped)} of {n_images} {split} images skipped by Ultralytics: {groups}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -307,26 +338,64 @@ def _map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def _verify(ds: YoloSplit) -> list[tuple]:
-    """Ultralytics' own check of each image and label file: ``(labels (n, 5), (h, w), message)`` or ``None``."""
+CORRUPT_MARK = "ignoring corrupt image/label: "  # Ultralytics' message for an image or label it skips
+
+
+@dataclass(frozen=True)
+class ScoredSplit:
+    """A split as the installed Ultralytics reads it for validation (its ``verify_image_label``, per image).
+
+    Attributes:
+        split: The split.
+        labels: Per image of ``split.images``: ``(labels (n, 5) [cls, x, y, w, h] normalized, (h, w))``, or
+            ``None`` where Ultralytics skips the image.
+        skipped: ``(file name, reason)`` per skipped image, the reason in Ultralytics' words.
+        missing_labels: Images without a label file (background images, scored with no boxes).
+        empty_labels: Images whose label file is empty.
+    """
+
+    split: YoloSplit
+    labels: list[tuple[Any, tuple[int, int]] | None] = field(repr=False)
+    skipped: tuple[tuple[str, str], ...]
+    missing_labels: int
+    empty_labels: int
+
+    @property
+    def n_scored(self) -> int:
+        """Images Ultralytics scores."""
+        return len(self.labels) - len(self.skipped)
+
+
+def scored_split(ds: YoloSplit) -> ScoredSplit:
+    """Run Ultralytics' own check of each image and label file of a split (the one its data loader runs).
+
+    Args:
+        ds: The split.
+
+    Returns:
+        What Ultralytics makes of it: the labels it reads and the images it skips, with its reasons.
+    """
     from ultralytics.data.utils import verify_image_label
 
     nc = len(ds.names)
     rows = _map(verify_image_label, [(im, lb, "", False, nc, 0, 0, False) for im, lb in zip(ds.images, ds.labels)])
-    return [(r[1], r[2], r[9]) for r in rows]
+    labels = [None if r[1] is None else (r[1], tuple(r[2])) for r in rows]
+    skipped = tuple(
+        (ds.file_name(im), r[9].split(CORRUPT_MARK, 1)[-1].strip()) for im, r in zip(ds.images, rows) if r[1] is None
+    )
+    return ScoredSplit(ds, labels, skipped, sum(r[5] for r in rows), sum(r[7] for r in rows))
 
 
-def _convert(ds: YoloSplit, stats: SplitStats, warnings: list[str], verbose: bool) -> dict[str, Any]:
-    """The ground-truth dict of a split; corrupt images are skipped with a warning (and counted)."""
-    entries, boxes = [], {}
+def _convert(scored: ScoredSplit, stats: SplitStats, verbose: bool) -> dict[str, Any]:
+    """The ground-truth dict of the images Ultralytics scores; the ones it skips are counted."""
+    ds, entries, boxes = scored.split, [], {}
     progress = Progress(f"{ds.split} (ground truth)", len(ds.images), verbose)
-    for image, (labels, shape, msg) in zip(ds.images, _verify(ds)):
+    for image, row in zip(ds.images, scored.labels):
         progress.update()
-        if labels is None:
-            warnings.append(msg.strip())
+        if row is None:
             stats.count(SKIPPED_IMAGES)
             continue
-        height, width = shape
+        labels, (height, width) = row
         name = ds.file_name(image)
         entries.append((name, width, height))
         boxes[name] = [
@@ -346,15 +415,16 @@ def _convert(ds: YoloSplit, stats: SplitStats, warnings: list[str], verbose: boo
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def _build(ds: YoloSplit, dst: Path, verbose: bool = False) -> tuple[SplitStats, list[str]]:
+def _build(scored: ScoredSplit, dst: Path, verbose: bool = False) -> SplitStats:
+    ds = scored.split
     _check_unique_stems(ds)
-    stats, warnings = SplitStats(boxes=[0] * len(ds.names)), []
-    gt = _convert(ds, stats, warnings, verbose)
+    stats = SplitStats(boxes=[0] * len(ds.names))
+    gt = _convert(scored, stats, verbose)
     if not gt["images"]:
-        raise DataError(f"split '{ds.split}' of {ds.data}: every image is unreadable ({warnings[0]})")
+        raise DataError(f"split '{ds.split}' of {ds.data}: Ultralytics skips every image ({scored.skipped[0][1]})")
     description = f"built by drconv_yolo.data.yolo from the YOLO labels of split '{ds.split}' of {ds.data}"
     write_gt_json(dst, gt["images"], gt["annotations"], gt["categories"], description, timestamp=False)
-    return stats, warnings
+    return stats
 
 
 def build_ground_truth(data: str | os.PathLike, split: str, dst: str | os.PathLike) -> Path:
@@ -369,9 +439,9 @@ def build_ground_truth(data: str | os.PathLike, split: str, dst: str | os.PathLi
         ``dst``.
 
     Raises:
-        DataError: If two images share a stem, or no image of the split is readable.
+        DataError: If two images share a stem, or Ultralytics skips every image of the split.
     """
-    _build(load_split(data, split), Path(dst))
+    _build(scored_split(load_split(data, split)), Path(dst))
     return Path(dst)
 
 
@@ -380,53 +450,52 @@ def build_ground_truth(data: str | os.PathLike, split: str, dst: str | os.PathLi
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _image_size(path: str) -> tuple[int, int] | None:
-    """``(width, height)`` with the EXIF orientation applied as Ultralytics applies it; ``None`` if unreadable."""
-    try:
-        return read_image_size(path)
-    except DataError:
-        return None
-
-
 def _examples(items: Iterable[str]) -> str:
     items = sorted(items)
     more = f" and {len(items) - EXAMPLES_SHOWN} more" if len(items) > EXAMPLES_SHOWN else ""
     return ", ".join(items[:EXAMPLES_SHOWN]) + more
 
 
-def check_ground_truth(path: str | os.PathLike, ds: YoloSplit) -> dict[str, Any]:
-    """Read a ground-truth JSON and check it describes the split's images: the same file names, the same sizes.
+def check_ground_truth(path: str | os.PathLike, ds: YoloSplit | ScoredSplit) -> dict[str, Any]:
+    """Read a ground-truth JSON and check it describes the images Ultralytics scores: their names, their sizes.
+
+    It must hold every image the installed Ultralytics scores; it may lack the ones Ultralytics skips as corrupt
+    (:func:`scored_split`), and an image it holds that Ultralytics skips is simply not scored.
 
     Args:
         path: Ground-truth JSON.
-        ds: The split it should describe.
+        ds: The split it should describe (checked by Ultralytics' rules here unless already a :class:`ScoredSplit`).
 
     Returns:
         The parsed ground truth.
 
     Raises:
         DataNotFoundError: If the file is missing.
-        DataError: If it is not valid ground-truth JSON, or names or sizes differ (the message names the file and
-            the first differences), or two images of the split share a stem.
+        DataError: If it is not valid ground-truth JSON, lacks an image Ultralytics scores, holds one not in the
+            split, or gives an image another size (the message names the file and the first differences), or two
+            images of the split share a stem.
     """
+    scored = ds if isinstance(ds, ScoredSplit) else scored_split(ds)
+    ds = scored.split
     _check_unique_stems(ds)
     gt = read_gt_json(path)
     where = f"ground truth {path} does not match split '{ds.split}' of {ds.data}"
-    on_disk = {Path(im).name: im for im in ds.images}
+    on_disk = {Path(im).name: (im, row) for im, row in zip(ds.images, scored.labels)}
     in_gt = {Path(im["file_name"]).name: im for im in gt["images"]}
     if len(in_gt) < len(gt["images"]):
         raise DataError(f"{where}: two of its images share a file name")
-    if missing := set(on_disk) - set(in_gt):
-        raise DataError(f"{where}: {len(missing)} image(s) of the split are not in it: {_examples(missing)}")
+    if missing := {name for name, (_, row) in on_disk.items() if row is not None} - set(in_gt):
+        raise DataError(
+            f"{where}: {len(missing)} image(s) of the split that Ultralytics scores are not in it: {_examples(missing)}"
+        )
     if extra := set(in_gt) - set(on_disk):
         raise DataError(f"{where}: {len(extra)} of its image(s) are not in the split: {_examples(extra)}")
-    names = sorted(on_disk)
-    for name, size in zip(names, _map(_image_size, [on_disk[n] for n in names])):
-        im = in_gt[name]
-        if size is not None and tuple(size) != (im["width"], im["height"]):
+    for name, (image, row) in sorted(on_disk.items()):
+        im = in_gt.get(name)
+        if im is not None and row is not None and (row[1][1], row[1][0]) != (im["width"], im["height"]):
             raise DataError(
                 f"{where}: image {name} is {im['width']}x{im['height']} in the ground truth but "
-                f"{size[0]}x{size[1]} on disk ({on_disk[name]}, EXIF orientation applied)"
+                f"{row[1][1]}x{row[1][0]} on disk ({image}, EXIF orientation applied)"
             )
     return gt
 
@@ -447,8 +516,9 @@ def resolve_ground_truth(
     In order: ``gt`` if given (``"given"``); else ``<path>/annotations/instances_<split>.json`` if present
     (``"prepared"``); else built from the split's YOLO labels into
     ``<cache_dir>/<fingerprint[:16]>-v<BUILD_VERSION>/instances_<split>.json`` and reused while the fingerprint is
-    unchanged (``"built"``). A given or prepared file is checked against the split's images
-    (:func:`check_ground_truth`).
+    unchanged (``"built"``). A given or prepared file is checked against the images Ultralytics scores
+    (:func:`check_ground_truth`). Each image is read by Ultralytics' own check (:func:`scored_split`) every time, so
+    the images it skips are named even when a built ground truth is reused.
 
     Args:
         data: Data YAML path.
@@ -464,18 +534,19 @@ def resolve_ground_truth(
         DataError: If the given or prepared JSON does not match the split, or the split cannot be built from.
     """
     ds = load_split(data, split)
+    scored = scored_split(ds)
     fingerprint = _fingerprint(ds)
     n = len(ds.images)
     if gt is not None or ds.prepared_gt.is_file():
         path, source = (Path(gt), "given") if gt is not None else (ds.prepared_gt, "prepared")
-        check_ground_truth(path, ds)
-        return GroundTruth(path, source, split, fingerprint, n)
+        check_ground_truth(path, scored)
+        return GroundTruth(path, source, split, fingerprint, n, skipped=scored.skipped)
     key = f"{fingerprint[:CACHE_KEY_CHARS]}-v{BUILD_VERSION}"
     path = Path(cache_dir or DEFAULT_CACHE_DIR).resolve() / key / f"instances_{split}.json"
-    if path.is_file():
-        return GroundTruth(path, "built", split, fingerprint, n, reused=True)
-    _, warnings = _build(ds, path)
-    return GroundTruth(path, "built", split, fingerprint, n, warnings=tuple(warnings))
+    reused = path.is_file()
+    if not reused:
+        _build(scored, path)
+    return GroundTruth(path, "built", split, fingerprint, n, reused=reused, skipped=scored.skipped)
 
 
 def prepare_yolo(
@@ -500,10 +571,10 @@ def prepare_yolo(
     dst = Path(dst).resolve()
     summary = PrepareSummary(DATASET, dst, names=_names(info))
     for split in chosen:
-        ds = _split(data, info, split)
+        scored = scored_split(_split(data, info, split))
         path = dst / "annotations" / f"instances_{split}.json"
-        summary.splits[split], warnings = _build(ds, path, verbose)
-        summary.warnings += warnings
+        summary.splits[split] = _build(scored, path, verbose)
+        summary.warnings += [f"{name}: skipped by Ultralytics: {reason}" for name, reason in scored.skipped]
         if verbose:
             print(f"{split}: ground truth {path}", flush=True)
     summary.yaml = Path(data).resolve()
