@@ -46,6 +46,7 @@ __all__ = [
     "default_gt_cache",
     "evaluate",
     "format_report",
+    "load_yolo",
     "map_predictions",
 ]
 
@@ -440,15 +441,41 @@ def evaluate(
     return report
 
 
-def _load_model(model: Any):
-    """``YOLO(model)`` (or ``model`` itself), refusing a missing weights file and a task without boxes."""
+def load_yolo(model: Any):
+    """``YOLO(model)`` (or ``model`` itself), a weights file that is not a readable checkpoint refused by name.
+
+    Args:
+        model: Weights (``.pt``), a model YAML or a ``YOLO``.
+
+    Returns:
+        The ``YOLO``.
+
+    Raises:
+        DataNotFoundError: If the weights file is missing.
+        EvaluationError: If it is not a checkpoint Ultralytics can load (truncated, another kind of file).
+    """
     from ultralytics import YOLO
 
     if isinstance(model, YOLO):
         return model
-    if Path(str(model)).suffix == ".pt" and not Path(str(model)).is_file():
+    if Path(str(model)).suffix != ".pt":
+        return YOLO(str(model))
+    if not Path(str(model)).is_file():
         raise DataNotFoundError(f"model weights not found: {model}")
-    yolo = YOLO(str(model))
+    try:
+        return YOLO(str(model))
+    except UserError:
+        raise
+    except Exception as e:  # torch.load and Ultralytics raise many kinds for a file that is not a checkpoint
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise EvaluationError(
+            f"model weights {model}: not a readable Ultralytics checkpoint ({type(e).__name__}: {reason})"
+        ) from None
+
+
+def _load_model(model: Any):
+    """:func:`load_yolo`, refusing a task without boxes."""
+    yolo = load_yolo(model)
     if yolo.task not in BOX_TASKS:
         raise EvaluationError(f"cannot score task {yolo.task!r} with box pycocotools ({', '.join(BOX_TASKS)} only)")
     return yolo

@@ -463,3 +463,10 @@ def test_demo_default_profile_fits_the_time_budget(monkeypatch):
     assert experiment.estimate_seconds(p, "cpu") <= 15 * 60
     assert experiment.estimate_seconds(experiment.DEMO_PROFILES["quick"], "cpu") <= 2 * 60
     assert experiment.estimate_seconds(p, "0") is None
+
+
+def test_demo_refuses_a_bad_option_before_generating_the_dataset(tmp_path, capsys):
+    argv = ["--quick", "--data-dir", str(tmp_path / "syn"), "--out", str(tmp_path / "demo"), "--epochs", "-3"]
+    assert cli.main(["demo", *argv]) == 2
+    assert "--epochs must be >= 1, got -3" in capsys.readouterr().err
+    assert not (tmp_path / "syn").exists() and not (tmp_path / "demo").exists()

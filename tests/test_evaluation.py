@@ -281,3 +281,24 @@ def test_evaluate_end_to_end_maps_every_prediction(tmp_path, capsys):
     assert small["max_det"] == 5 and small["pycocotools"]["max_dets"] == [1, 5]
     per_image = json.loads((Path(small["run_dir"]) / "predictions.json").read_text())
     assert max(sum(p["file_name"] == f for p in per_image) for f in id_of) <= 5
+
+
+def _not_a_checkpoint(path: Path, kind: str) -> Path:
+    import torch
+
+    if kind == "bytes":
+        path.write_bytes(b"this is not a checkpoint\n" * 10)
+    else:
+        torch.save({"epoch": 3, "weights": torch.zeros(64, 64)}, path)
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["bytes", "truncated", "dict"])
+def test_eval_of_a_file_that_is_no_checkpoint_exits_2_naming_it(tmp_path, capsys, kind):
+    weights = _not_a_checkpoint(tmp_path / "broken.pt", kind)
+    assert cli.main(["eval", f"model={weights}", f"data={tmp_path / 'd.yaml'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"model weights {weights}: not a readable Ultralytics checkpoint" in err

@@ -7,6 +7,7 @@ scratch, several seeds, one recipe, through :func:`drconv_yolo.experiment.run.co
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Mapping, Optional, Sequence
 
 from .plan import default_device
@@ -160,6 +161,19 @@ def demo(
         :func:`compare`'s result.
     """
     device = str(device) if device not in (None, "") else default_device()
+    asked = CompareSettings(
+        data="",  # generated below, once the options are known to be valid
+        models=list(DEMO_MODELS),
+        seeds=profile["seeds"],
+        epochs=profile["epochs"],
+        imgsz=profile["imgsz"],
+        batch=profile["batch"],
+        device=device,
+        out=profile["out"],
+        overrides={**DEMO_TRAIN, "nbs": profile["batch"], **dict(overrides or {})},
+        **settings,
+    )
+    asked.validate()  # a refused option generates nothing
     est = estimate_seconds(profile, device)
     when = (
         f"estimate ~{est / 60:.0f} min (measured on {COST_CORES} CPU cores, scaled)"
@@ -172,17 +186,4 @@ def demo(
         f"{device}; {when}",
         flush=True,
     )
-    return compare(
-        CompareSettings(
-            data=_dataset(profile),
-            models=list(DEMO_MODELS),
-            seeds=profile["seeds"],
-            epochs=profile["epochs"],
-            imgsz=profile["imgsz"],
-            batch=profile["batch"],
-            device=device,
-            out=profile["out"],
-            overrides={**DEMO_TRAIN, "nbs": profile["batch"], **dict(overrides or {})},
-            **settings,
-        )
-    )
+    return compare(replace(asked, data=_dataset(profile)))
