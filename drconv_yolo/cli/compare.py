@@ -30,7 +30,7 @@ EPILOG = (
 )
 # The options of each parser that are CompareSettings fields of the same name.
 RUN_FIELDS = ("device", "workers", "max_det", "latency_runs", "latency_warmup", "deploy_runtime", "in_process")
-COMPARE_FIELDS = ("data", "models", "seeds", "epochs", "imgsz", "batch", "out", "split", "gt")
+COMPARE_FIELDS = ("data", "models", "seeds", "epochs", "imgsz", "batch", "out", "split", "gt", "dry_run")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--gt",
         help="ground-truth JSON (default <dataset>/annotations/instances_<split>.json if prepared, else built from "
         "the split's YOLO labels into OUT/ground_truth)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run the pre-flight (data, ground truth, every arm built and stepped once, output folder) and print "
+        "the plan: what is reused, what would train, a time estimate; train nothing",
     )
     add_run_options(p)
     return p

@@ -1,4 +1,5 @@
-"""``drconv-yolo _worker SPEC.json``: internal, one run of a comparison in a fresh process (started by compare)."""
+"""``drconv-yolo _worker SPEC.json``: internal, one run of a comparison in a fresh process (started by compare); with
+``--preflight``, the pre-flight's building and stepping of the arms (:mod:`drconv_yolo.experiment.preflight`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import List
 
+from ..experiment.preflight import run_job_file
 from ..experiment.process import watch_parent
 from ..experiment.worker import run_spec_file
 from .options import HelpFormatter, parse
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", type=Path, help="spec.json written by compare")
     p.add_argument("--n-train", type=int, default=None, help="training images (DDP throughput fallback)")
+    p.add_argument("--preflight", action="store_true", help="SPEC is a pre-flight job: build and step its arms")
     p.add_argument("--parent-pid", type=int, default=None, help="the compare process: exit as soon as it is gone")
     return p
 
@@ -27,5 +30,8 @@ def run(argv: List[str]) -> int:
     args, _ = parse(build_parser(), argv)
     if args.parent_pid is not None:
         watch_parent(args.parent_pid)
-    run_spec_file(args.spec, args.n_train)
+    if args.preflight:
+        run_job_file(args.spec)
+    else:
+        run_spec_file(args.spec, args.n_train)
     return 0

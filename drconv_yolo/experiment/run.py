@@ -36,7 +36,8 @@ from ..io import atomic_write_json, atomic_write_text
 from ..measure import environment
 from . import plots
 from . import report as rep
-from .plan import RUN_FILE, RunSpec, make_plan, run_state
+from .plan import RUN_FILE, Plan, RunSpec, make_plan, run_state
+from .preflight import Preflight, estimate_minutes, preflight
 from .process import FolderLock, run_worker, termination_signals
 from .settings import CompareError, CompareSettings
 from .worker import run_one, worker_command, write_spec
@@ -89,9 +90,8 @@ def _train(spec: RunSpec, state: str, n_train: int, in_process: bool) -> dict[st
     return record
 
 
-def _run_all(runs: Sequence[RunSpec], n_train: int, in_process: bool) -> tuple[list[dict], int]:
+def _run_all(runs: Sequence[RunSpec], states: Sequence[str], n_train: int, in_process: bool) -> tuple[list[dict], int]:
     """Skip finished runs, restart interrupted ones, train the rest; return (records, number trained now)."""
-    states = [run_state(s) for s in runs]  # raises before any training if an old run conflicts
     records = [
         _reuse(spec) if state == "done" else _train(spec, state, n_train, in_process)
         for spec, state in zip(runs, states)
@@ -125,6 +125,24 @@ def write_report(
     return results
 
 
+STATE_WORDS = {"done": "reused (finished earlier)", "partial": "trains again (interrupted)", "new": "trains"}
+
+
+def _dry_run(plan: Plan, states: Sequence[str], todo: Sequence[RunSpec], checked: Preflight) -> dict[str, Any]:
+    """Print the plan after the pre-flight, train nothing; returns ``{"dry_run", "runs", "estimate_min"}``."""
+    for spec, state in zip(plan.runs, states):
+        print(f"{spec.label}: {STATE_WORDS[state]} -> {spec.run_dir}", flush=True)
+    minutes = estimate_minutes(plan, todo, checked)
+    took = f"{minutes:.1f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
+    print(
+        f"compare --dry-run: {len(todo)} run(s) to train, {len(plan.runs) - len(todo)} reused; estimate at least "
+        f"{took} of training and evaluation on {plan.device} (the pre-flight's timed step x "
+        f"{plan.train['epochs']} epochs; data loading not counted); nothing trained",
+        flush=True,
+    )
+    return {"dry_run": True, "runs": dict(zip((s.label for s in plan.runs), states)), "estimate_min": minutes}
+
+
 def compare(settings: CompareSettings) -> dict[str, Any]:
     """Train and evaluate every model x seed with one recipe and write the report.
 
@@ -144,7 +162,12 @@ def compare(settings: CompareSettings) -> dict[str, Any]:
     print(plan.headline(), flush=True)
     t0 = time.perf_counter()
     with FolderLock(plan.out), termination_signals():
-        records, trained = _run_all(plan.runs, plan.data.n_train, settings.in_process)
+        states = [run_state(s) for s in plan.runs]  # raises before any training if an old run conflicts
+        todo = [s for s, state in zip(plan.runs, states) if state != "done"]
+        checked = preflight(plan, todo)
+        if settings.dry_run:
+            return _dry_run(plan, states, todo, checked)
+        records, trained = _run_all(plan.runs, states, plan.data.n_train, settings.in_process)
         results = write_report(plan.out, records, plan.describe(), environment(plan.device))
     print(rep.console_summary(results), flush=True)
     print(

@@ -72,6 +72,8 @@ class CompareSettings:
         deploy_runtime: Where the deployed latency is measured (each run's ``best.pt`` exported to ONNX and run at
             batch 1 on the CPU): ``"onnxruntime"``, ``"openvino"``, or ``"none"`` to skip it.
         in_process: Train in this process instead of one subprocess per run.
+        dry_run: Run the pre-flight and print the plan (what is reused, what would train, a time estimate); train
+            nothing.
         command: The command line, for the report.
     """
 
@@ -92,6 +94,7 @@ class CompareSettings:
     latency_warmup: int = 10
     deploy_runtime: str = "onnxruntime"
     in_process: bool = False
+    dry_run: bool = False
     command: Optional[str] = None
 
     def validate(self) -> None:
