@@ -41,14 +41,16 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
     taps = torch.tensor([i * dh for i in range(kh)]).view(-1, 1) * Wp + torch.tensor([j * dw for j in range(kw)])
     taps = taps.reshape(-1).to(x.device)
     region = guide.argmax(1).reshape(-1)  # (B*L,), ties as torch.argmax
+    # per output pixel b*L + oy*Wo + ox, once for all regions: its sample and its patch's top-left in `pixels`
+    pixel = torch.arange(region.shape[0], device=x.device)
+    sample_of, at = pixel // (Ho * Wo), pixel % (Ho * Wo)
+    corner_of = sample_of * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (B*L,)
     picked, outs = [], []
     for j in range(m):
-        idx = torch.nonzero(region == j)[:, 0]  # (N_j,): region j's output pixels, every sample's, b*L + oy*Wo + ox
-        sample, at = idx // (Ho * Wo), idx % (Ho * Wo)
-        corner = sample * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (N_j,): each patch's top-left
-        rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
+        idx = torch.nonzero(region == j)[:, 0]  # (N_j,): region j's output pixels, every sample's
+        rows = pixels[corner_of[idx].unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
         y = torch.matmul(rows, weight_rows[:, j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
-        own = torch.arange(idx.shape[0], device=x.device) * B + sample  # (N_j,): the row of its own sample's block
+        own = torch.arange(idx.shape[0], device=x.device) * B + sample_of[idx]  # (N_j,): its own sample's block
         outs.append(y.reshape(-1, C_out).index_select(0, own))  # (N_j, C_out)
         picked.append(idx)
     # back to pixel order by the inverse permutation: one Gather of rows (a row scatter, aten::index_put, has no
