@@ -94,6 +94,7 @@ def cpu_steal(stat_path: str = "/proc/stat") -> Iterator[dict]:
     Yields:
         ``{"steal": float | None}``.
     """
+
     def read():
         try:
             return _cpu_jiffies(Path(stat_path).read_text())

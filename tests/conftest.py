@@ -27,9 +27,7 @@ def _seed():
     yield
 
 
-@pytest.fixture(
-    params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _cuda(), reason="needs CUDA"))]
-)
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _cuda(), reason="needs CUDA"))])
 def device(request):
     """Every device the op runs on: always "cpu", plus "cuda" where available (skipped otherwise)."""
     return request.param

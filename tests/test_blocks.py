@@ -46,10 +46,6 @@ def has_family(family: str) -> bool:
         return False
 
 
-
-
-
-
 def outputs(model, x):
     with torch.no_grad():
         return model(x)[0]

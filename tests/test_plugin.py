@@ -188,8 +188,6 @@ def test_bundled_yaml_resolves_by_bare_name_with_scale():
     assert sum(row[2] == "DRConv" for row in d["backbone"] + d["head"]) == 2
 
 
-
-
 def test_fuse_folds_drconv_batchnorm_and_keeps_outputs():
     model = build("yolov8n-drconv.yaml").eval()
     randomize_bn(model)
@@ -279,8 +277,6 @@ def test_restricted_ultralytics_load_accepts_drconv_checkpoint(tmp_path):
             torch.load(path, weights_only=True)
     finally:
         plugin.register()
-
-
 
 
 def test_drconv_twin_of_trained_baseline_starts_with_identical_outputs():

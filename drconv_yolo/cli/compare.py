@@ -31,6 +31,7 @@ EPILOG = (
 # The options of each parser that are CompareSettings fields of the same name.
 RUN_FIELDS = ("device", "workers", "max_det", "latency_runs", "latency_warmup", "deploy_runtime", "in_process")
 COMPARE_FIELDS = ("data", "models", "seeds", "epochs", "imgsz", "batch", "out", "split", "gt", "dry_run")
+BACKEND_FIELDS = ("backend", "gpus_per_run", "cpus_per_run", "ray_address", "retries")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -123,12 +124,48 @@ def build_parser() -> argparse.ArgumentParser:
         "the plan: what is reused, what would train, a time estimate; train nothing",
     )
     add_run_options(p)
+    add_backend_options(p)
     return p
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """Where the runs run: ``--backend`` and its resources (docs/clusters.md)."""
+    from ..experiment.backends import BACKENDS
+
+    g = parser.add_argument_group("where the runs run (docs/clusters.md)")
+    g.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULTS.backend,
+        help="local: one run after another on this machine, on --device; ray: one Ray task per run, as many at once "
+        "as the resources allow, on this machine or the cluster at --ray-address (the 'ray' extra)",
+    )
+    g.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=DEFAULTS.gpus_per_run,
+        help="GPUs each run is given (ray); more than 1 trains that run with DDP; default 1 where the cluster has "
+        "GPUs, else 0",
+    )
+    g.add_argument("--cpus-per-run", type=float, default=DEFAULTS.cpus_per_run, help="CPUs each run is given (ray)")
+    g.add_argument(
+        "--ray-address",
+        default=DEFAULTS.ray_address,
+        help="the Ray cluster to run on (host:port or auto); default $RAY_ADDRESS, else Ray is started on this "
+        "machine for the comparison",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULTS.retries,
+        help="times a run whose node or worker was lost is run again from a clean folder (never a run that failed "
+        "by itself)",
+    )
 
 
 def run(argv: List[str]) -> int:
     """``drconv-yolo compare ...``; returns the exit code (user errors propagate to the dispatcher)."""
     args, extra = parse(build_parser(), argv, allow_extra=True)
-    fields = {key: getattr(args, key) for key in COMPARE_FIELDS}
+    fields = {key: getattr(args, key) for key in (*COMPARE_FIELDS, *BACKEND_FIELDS)}
     settings = CompareSettings(**fields, overrides=parse_overrides(extra), **run_options(args, "compare", argv))
     return until_terminated("compare", lambda: compare(settings))

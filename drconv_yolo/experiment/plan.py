@@ -168,6 +168,7 @@ class Plan:
             "eval": self.evaluation,
             "measure": self.measure,
             "subprocess_per_run": not self.settings.in_process,
+            "backend": self.settings.backend,
             "command": self.settings.command,
         }
 
@@ -181,11 +182,13 @@ class Plan:
         )
 
 
-def make_plan(settings: CompareSettings) -> Plan:
+def make_plan(settings: CompareSettings, device: str | None = None) -> Plan:
     """Check every input (before any training) and plan the runs.
 
     Args:
         settings: The comparison.
+        device: The runs' device, as the backend decides it (default ``settings.device``, else GPU 0 if available,
+            else the CPU).
 
     Returns:
         The plan.
@@ -201,7 +204,8 @@ def make_plan(settings: CompareSettings) -> Plan:
     out = Path(settings.out).expanduser().resolve()
     data = check_data(settings.data, settings.split, settings.gt, cache_dir=out / GT_CACHE)
     names = arm_names(settings.models)
-    device = str(settings.device) if settings.device not in (None, "") else default_device()
+    device = device if device not in (None, "") else settings.device
+    device = str(device) if device not in (None, "") else default_device()
     train = {
         "data": data.yaml,
         "epochs": int(settings.epochs),

@@ -201,6 +201,13 @@ def _free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
+def _cuda_here() -> bool:
+    """Whether this machine has a CUDA GPU (a cluster backend's driver may have none)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def preflight_command(job_path: Path) -> list[str]:
     """The child process that runs :func:`check_arms` on a job file (served by ``drconv_yolo.cli.worker``)."""
     import os
@@ -221,6 +228,9 @@ def _arms(plan: Plan, todo: Sequence[RunSpec]) -> dict[str, ArmCheck]:
     train = plan.train
     batch, imgsz = int(train["batch"]), int(train["imgsz"])
     devices = [d for d in str(plan.device).split(",") if d.strip()]
+    if plan.settings.backend != "local" and devices and devices[0] != "cpu" and not _cuda_here():
+        print("pre-flight: no GPU on this machine: the arms are stepped on the CPU, not on the runs' GPUs", flush=True)
+        devices = ["cpu"]
     job = {
         "arms": arms,
         "nc": len(plan.data.names),
@@ -312,12 +322,14 @@ def _folder_line(plan: Plan, todo: Sequence[RunSpec], arms: Mapping[str, ArmChec
     return f"output folder: {plan.out} writable, {free / MIB:.0f} MiB free, about {need / MIB:.0f} MiB needed"
 
 
-def preflight(plan: Plan, todo: Sequence[RunSpec]) -> Preflight:
+def preflight(plan: Plan, todo: Sequence[RunSpec], backend: Any = None) -> Preflight:
     """Check everything a comparison needs before it trains (see the module docstring); prints one line per check.
 
     Args:
         plan: The comparison's plan (its inputs already checked by :func:`~drconv_yolo.experiment.plan.make_plan`).
         todo: The runs that will train (not reused).
+        backend: Where the runs will run (:mod:`~drconv_yolo.experiment.backends`): its ``check`` (reachable, the
+            output folder seen by every node) runs first.
 
     Returns:
         What it found.
@@ -326,6 +338,9 @@ def preflight(plan: Plan, todo: Sequence[RunSpec]) -> Preflight:
         CompareError: At the first failed check, naming the arm, file or setting.
     """
     t0 = time.perf_counter()
+    line = backend.check(plan) if backend is not None and todo else None
+    if line:
+        print(f"pre-flight: {line}", flush=True)
     print(f"pre-flight: {_data_line(plan)}", flush=True)
     print(f"pre-flight: {_gt_line(plan)}", flush=True)
     arms = _arms(plan, todo)  # one line per arm, printed as each one passes

@@ -4,9 +4,11 @@
   terminal reaches the comparison only, which then stops the worker's whole group (the worker and its dataloader
   processes) itself: one line on the terminal, no traceback from the worker.
 * The comparison killed outright (SIGKILL) cannot stop anything, so the worker watches its parent: on Linux the kernel
-  sends it SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``, set before the worker's program starts), and on
-  every system a daemon thread in the worker checks once a second that its parent is still the comparison
-  (:func:`watch_parent`) and takes its own group down when it is not.
+  sends it SIGTERM when the parent dies (``prctl(PR_SET_PDEATHSIG)``, set before the worker's program starts), which
+  the worker answers by killing its whole group (dataloader and DDP processes included, :func:`watch_parent`); and on
+  every system a daemon thread in the worker checks once a second that its parent is still the comparison and takes
+  its own group down when it is not. The parent may be the comparison or, under Ray, the task that launched the run:
+  a lost node or a cancelled task ends the run's processes the same way.
 * SIGTERM or SIGHUP (the terminal closed) to the comparison: :func:`termination_signals` turns them into
   :class:`Terminated`, which unwinds the comparison, stopping its worker on the way (:func:`run_worker`).
 * :class:`FolderLock`: an output folder is locked (``OUT/.compare.lock``, ``fcntl.flock``, holding the pid) while a
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from .settings import CompareError
 
@@ -85,12 +87,13 @@ def termination_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def set_parent_death_signal() -> None:
-    """Linux: ask the kernel to SIGKILL this process when its parent dies (kept across ``exec``); else nothing."""
+def set_parent_death_signal(signum: int = signal.SIGTERM) -> None:
+    """Linux: ask the kernel to send ``signum`` to this process when its parent dies (kept across ``exec``); a worker
+    turns it into the end of its group (:func:`watch_parent`); elsewhere nothing."""
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def _child_setup() -> None:
@@ -116,23 +119,34 @@ def _stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_worker(command: Sequence[str]) -> int:
-    """Run a worker to its end in a process group of its own; on any exception (Ctrl-C, :class:`Terminated`) stop
-    the group first, then let the exception go on.
+def run_worker(command: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None) -> int:
+    """Run a worker to its end in a process group of its own; on any exception (Ctrl-C, :class:`Terminated`, a Ray
+    cancellation) stop the group first, then let the exception go on.
 
     Args:
         command: The worker's command line.
+        env: Its environment (default: this process's).
+        log: A file that takes the worker's stdout and stderr (appended), instead of this process's.
 
     Returns:
         The worker's exit code.
     """
     posix = os.name == "posix"
-    proc = subprocess.Popen(list(command), start_new_session=posix, preexec_fn=_child_setup if posix else None)
-    try:
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            _stop_group(proc)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log, "ab")) if log is not None else None
+        proc = subprocess.Popen(
+            list(command),
+            start_new_session=posix,
+            preexec_fn=_child_setup if posix else None,
+            env=None if env is None else dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
+        try:
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                _stop_group(proc)
 
 
 def _exit_now() -> None:
@@ -143,7 +157,8 @@ def _exit_now() -> None:
 
 
 def watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading.Thread:
-    """Exit this process as soon as its parent is no longer ``parent_pid`` (checked now, then every ``interval``).
+    """Exit this process and its group as soon as its parent is no longer ``parent_pid`` (checked now, then every
+    ``interval``) or SIGTERM arrives (the parent-death signal, or a stop from the comparison).
 
     Args:
         parent_pid: The comparison's pid, as it passed it to the worker.
@@ -154,6 +169,8 @@ def watch_parent(parent_pid: int, interval: float = PARENT_POLL_S) -> threading.
     """
     if os.getppid() != parent_pid:
         _exit_now()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: _exit_now())
 
     def watch():
         stop = threading.Event()

@@ -349,6 +349,26 @@ def per_seed_table(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) ->
     return _table(["arm", "seed", "epochs", *(m.header for m in METRICS)], rows)
 
 
+def placement_lines(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> list[str]:
+    """Where each run ran (its backend's placement: host, node, GPUs, CPUs, attempt, start and end), and which runs
+    were run again after their node or worker was lost; runs recorded before placements were, as unknown."""
+    runs = _by_arm(records)
+    rows, retried = [], []
+    for arm in arms:
+        for seed in sorted(runs.get(arm, {})):
+            p = runs[arm][seed].get("placement") or {}
+            attempt = int(p.get("attempt") or 1)
+            if attempt > 1:
+                retried.append(f"{arm} seed {seed} (attempt {attempt})")
+            gpus = ",".join(map(str, p.get("gpus") or [])) or "-"
+            node = str(p.get("node") or "-")[:12]
+            cells = (p.get("backend", "?"), p.get("host", "?"), node, p.get("device", "?"), gpus, p.get("cpus", "-"))
+            rows.append([arm, str(seed), *map(str, cells), str(attempt), p.get("started", "?"), p.get("finished", "?")])
+    header = ["arm", "seed", "backend", "host", "node", "device", "GPUs", "CPUs", "attempt", "started", "finished"]
+    note = f"Run again after their node or worker was lost: {', '.join(retried)}." if retried else "No run was retried."
+    return [*_table(header, rows), "", note]
+
+
 def _ground_truth(settings: Mapping[str, Any]) -> str:
     """Where the ground truth came from (:meth:`~drconv_yolo.data.yolo.GroundTruth.describe`)."""
     gt = settings.get("ground_truth") or {}
@@ -369,7 +389,7 @@ def _settings_lines(settings: Mapping[str, Any], env: Mapping[str, Any]) -> list
         + ", ".join(f"`{a}` = `{m}`" for a, m in settings["arms"].items())
         + f"; baseline `{settings['baseline']}`",
         f"- seeds: {settings['seeds']}",
-        f"- one subprocess per run: {settings['subprocess_per_run']}",
+        f"- one subprocess per run: {settings['subprocess_per_run']}; backend: {settings.get('backend', 'local')}",
         "",
         "Ultralytics train arguments, identical for every run (plus `model`, and `seed` per seed):",
         "",
@@ -456,6 +476,10 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         "## Per-seed values",
         "",
         *per_seed_table(records, arms),
+        "",
+        "## Where the runs ran",
+        "",
+        *placement_lines(records, arms),
         "",
         "## Plots",
         "",

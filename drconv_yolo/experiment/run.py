@@ -27,7 +27,6 @@ interrupted and is deleted and trained again from scratch. A folder holding runs
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,29 +35,15 @@ from ..io import atomic_write_json, atomic_write_text
 from ..measure import environment
 from . import plots
 from . import report as rep
+from .backends import make_backend
 from .plan import RUN_FILE, Plan, RunSpec, make_plan, run_state
 from .preflight import Preflight, estimate_minutes, preflight
-from .process import FolderLock, run_worker, termination_signals
-from .settings import CompareError, CompareSettings
-from .worker import run_one, worker_command, write_spec
+from .process import FolderLock, termination_signals
+from .settings import CompareSettings
 
 __all__ = ["compare", "write_report"]
 
 RESULTS_INDENT = 1
-
-
-def _launch(spec: RunSpec, n_train: int, in_process: bool) -> dict[str, Any]:
-    """Run one spec in a subprocess (default) or in this process; return its record."""
-    if in_process:
-        return run_one(spec, n_train, in_process=True)
-    record = Path(spec.run_dir) / RUN_FILE
-    rc = run_worker(worker_command(write_spec(spec), n_train))
-    if rc != 0 or not record.is_file():
-        raise CompareError(
-            f"{spec.label} failed (exit code {rc}); see the output above. The partial folder {spec.run_dir} is "
-            "trained again from scratch on the next invocation"
-        )
-    return json.loads(record.read_text(encoding="utf-8"))
 
 
 def _reuse(spec: RunSpec) -> dict[str, Any]:
@@ -71,32 +56,14 @@ def _reuse(spec: RunSpec) -> dict[str, Any]:
     return record
 
 
-def _train(spec: RunSpec, state: str, n_train: int, in_process: bool) -> dict[str, Any]:
-    """Train a new or interrupted run (its partial folder deleted first); returns the record."""
-    run_dir = Path(spec.run_dir)
-    if state == "partial":
-        print(f"{spec.label}: {run_dir} was interrupted; deleting it and training again", flush=True)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{spec.label}: training {spec.model} ...", flush=True)
-    t0 = time.perf_counter()
-    record = _launch(spec, n_train, in_process)
-    m = record["metrics"]
-    print(
-        f"{spec.label}: done in {(time.perf_counter() - t0) / 60:.1f} min: mAP50-95 "
-        f"{m['mAP50-95']:.4f}, mAP50 {m['mAP50']:.4f}, latency {m['latency_ms']:.1f} ms",
-        flush=True,
-    )
-    return record
-
-
-def _run_all(runs: Sequence[RunSpec], states: Sequence[str], n_train: int, in_process: bool) -> tuple[list[dict], int]:
-    """Skip finished runs, restart interrupted ones, train the rest; return (records, number trained now)."""
-    records = [
-        _reuse(spec) if state == "done" else _train(spec, state, n_train, in_process)
-        for spec, state in zip(runs, states)
-    ]
-    return records, sum(state != "done" for state in states)
+def _run_all(plan: Plan, states: Sequence[str], backend: Any) -> tuple[list[dict], int]:
+    """Reuse finished runs, have the backend train the rest (interrupted ones from scratch); return (records in plan
+    order, number trained now)."""
+    todo = [s for s, state in zip(plan.runs, states) if state != "done"]
+    interrupted = [s for s, state in zip(plan.runs, states) if state == "partial"]
+    reused = {s.label: _reuse(s) for s, state in zip(plan.runs, states) if state == "done"}
+    trained = dict(zip((s.label for s in todo), backend.run(plan, todo, interrupted) if todo else []))
+    return [reused.get(s.label) or trained[s.label] for s in plan.runs], len(todo)
 
 
 def write_report(
@@ -158,17 +125,19 @@ def compare(settings: CompareSettings) -> dict[str, Any]:
         Terminated: On SIGTERM or SIGHUP, after the running worker was stopped (see
             :mod:`~drconv_yolo.experiment.process`).
     """
-    plan = make_plan(settings)
-    print(plan.headline(), flush=True)
+    settings.validate()
     t0 = time.perf_counter()
-    with FolderLock(plan.out), termination_signals():
-        states = [run_state(s) for s in plan.runs]  # raises before any training if an old run conflicts
-        todo = [s for s, state in zip(plan.runs, states) if state != "done"]
-        checked = preflight(plan, todo)
-        if settings.dry_run:
-            return _dry_run(plan, states, todo, checked)
-        records, trained = _run_all(plan.runs, states, plan.data.n_train, settings.in_process)
-        results = write_report(plan.out, records, plan.describe(), environment(plan.device))
+    with make_backend(settings) as backend, termination_signals():
+        plan = make_plan(settings, device=backend.device(settings.device))
+        print(plan.headline(), flush=True)
+        with FolderLock(plan.out):
+            states = [run_state(s) for s in plan.runs]  # raises before any training if an old run conflicts
+            todo = [s for s, state in zip(plan.runs, states) if state != "done"]
+            checked = preflight(plan, todo, backend)
+            if settings.dry_run:
+                return _dry_run(plan, states, todo, checked)
+            records, trained = _run_all(plan, states, backend)
+            results = write_report(plan.out, records, plan.describe(), environment(plan.device))
     print(rep.console_summary(results), flush=True)
     print(
         f"compare: {trained} run(s) trained now, {len(plan.runs) - trained} reused, "

@@ -49,6 +49,7 @@ class CompareError(UserError):
 
 DEPLOY_RUNTIMES = ("onnxruntime", "openvino", "none")  # --deploy-runtime (drconv_yolo.deploy.RUNTIMES + none)
 
+
 @dataclass
 class CompareSettings:
     """Everything :func:`drconv_yolo.experiment.compare` takes; the defaults are the command line's.
@@ -72,6 +73,13 @@ class CompareSettings:
         deploy_runtime: Where the deployed latency is measured (each run's ``best.pt`` exported to ONNX and run at
             batch 1 on the CPU): ``"onnxruntime"``, ``"openvino"``, or ``"none"`` to skip it.
         in_process: Train in this process instead of one subprocess per run.
+        backend: Where the runs run (:mod:`~drconv_yolo.experiment.backends`): ``"local"`` (one after another on
+            this machine, on ``device``) or ``"ray"`` (a Ray task per run, as many at once as the resources allow).
+        gpus_per_run: GPUs each run is given by a cluster backend; None: 1 where the cluster has GPUs, else 0.
+        cpus_per_run: CPUs each run is given by a cluster backend.
+        ray_address: The Ray cluster to run on (default ``RAY_ADDRESS``, else Ray is started on this machine).
+        retries: How many times a cluster backend runs a run again whose node or worker was lost (never a run that
+            failed by itself).
         dry_run: Run the pre-flight and print the plan (what is reused, what would train, a time estimate); train
             nothing.
         command: The command line, for the report.
@@ -94,6 +102,11 @@ class CompareSettings:
     latency_warmup: int = 10
     deploy_runtime: str = "onnxruntime"
     in_process: bool = False
+    backend: str = "local"
+    gpus_per_run: Optional[float] = None
+    cpus_per_run: float = 1
+    ray_address: Optional[str] = None
+    retries: int = 2
     dry_run: bool = False
     command: Optional[str] = None
 
@@ -111,8 +124,31 @@ class CompareSettings:
         for name, value in (*sizes, ("latency-runs", self.latency_runs)):
             if int(value) < 1:
                 raise CompareError(f"--{name} must be >= 1, got {value}")
+        self._validate_backend()
         if self.deploy_runtime not in DEPLOY_RUNTIMES:
             raise CompareError(f"--deploy-runtime must be one of {list(DEPLOY_RUNTIMES)}, got {self.deploy_runtime!r}")
+
+    def _validate_backend(self) -> None:
+        """The backend's options: known backend, sane resources, no option the backend decides itself."""
+        from .backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise CompareError(f"--backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.gpus_per_run is not None and float(self.gpus_per_run) < 0:
+            raise CompareError(f"--gpus-per-run must be >= 0, got {self.gpus_per_run}")
+        if float(self.cpus_per_run) <= 0:
+            raise CompareError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
+        if int(self.retries) < 0:
+            raise CompareError(f"--retries must be >= 0, got {self.retries}")
+        if self.backend == "local":
+            return
+        if self.device not in (None, ""):
+            raise CompareError(
+                f"--device {self.device}: with --backend {self.backend} each run trains on the GPUs its task is "
+                "given; choose how many with --gpus-per-run (0 for the CPU)"
+            )
+        if self.in_process:
+            raise CompareError(f"--in-process: with --backend {self.backend} every run is a task of its own")
 
 
 def arm_names(models: Sequence[str]) -> list[str]:

@@ -17,6 +17,12 @@ What is measured:
   thop counter, which counts the DRConv region-aware conv, its guide conv and filter generator); where it cannot
   count (thop missing, or it returns 0) the figure is None and the record's ``notes.GFLOPs`` says why, never 0.
 * the worker watches its comparison and ends with it (:mod:`~drconv_yolo.experiment.process`).
+
+Where a run ran: the backend that dispatched it (:mod:`~drconv_yolo.experiment.backends`) hands the worker a
+*placement* (``DRCONV_YOLO_PLACEMENT``, JSON: backend, node, host, the GPUs and CPUs it was given, the attempt); the
+worker trains and measures on the placement's ``device`` (the GPUs the backend gave it, not the plan's relative
+``device``) and records the placement, with ``CUDA_VISIBLE_DEVICES`` as it found it and its start and end times, in
+``run.json``. The spec inside ``run.json`` keeps the plan's device, so a rerun on other GPUs reuses the run.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,11 +45,25 @@ from ..deploy import RuntimeMissing, deployed_latency
 from ..diagnostics import STATS_FILE, read_stats
 from ..io import atomic_write_json
 from ..measure import cuda_peak_mb, forward_latency, gflops, peak_rss_mb, reset_cuda_peak
-from .plan import RUN_FILE, RunSpec
+from .plan import RUN_FILE, RunSpec, first_device
+from .process import run_worker
+from .settings import CompareError
 
-__all__ = ["flat_metrics", "model_stats", "read_results_csv", "run_one", "run_spec_file", "worker_command"]
+__all__ = [
+    "PLACEMENT_ENV",
+    "PLACEMENT_FILE",
+    "flat_metrics",
+    "launch",
+    "model_stats",
+    "read_results_csv",
+    "run_one",
+    "run_spec_file",
+    "worker_command",
+]
 
 SPEC_FILE = "spec.json"  # what the worker is asked to do (written before it starts)
+PLACEMENT_ENV = "DRCONV_YOLO_PLACEMENT"  # JSON: where the backend placed the run (see the module docstring)
+PLACEMENT_FILE = "placement.json"  # the placement, written as the run starts (progress reads it)
 FLOPS_REFERENCE_IMGSZ = 640  # GFLOPs are also reported at this size, comparable with published tables
 LATENCY_INPUT_SEED = 0  # the latency input is the same random image for every run
 RECORD_INDENT = 1
@@ -59,6 +81,87 @@ def worker_command(spec_path: Path, n_train: int) -> list[str]:
 def write_spec(spec: RunSpec) -> Path:
     """Write ``spec.json`` into the run folder for the worker; returns its path."""
     return atomic_write_json(Path(spec.run_dir) / SPEC_FILE, asdict(spec), indent=RECORD_INDENT)
+
+
+def now_utc() -> str:
+    """The time now, ISO 8601 in UTC to the second (the record's ``finished`` and the placement's times)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def placement_here(backend: str, device: str, **fields: Any) -> dict[str, Any]:
+    """A placement on this machine: ``{"backend", "host", "device", **fields}``."""
+    return {"backend": backend, "host": socket.gethostname(), "device": str(device), **fields}
+
+
+def clean_folder(spec: RunSpec) -> Path:
+    """The run's folder, emptied (whatever an interrupted or lost attempt left) and created; returns it."""
+    run_dir = Path(spec.run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def launch(
+    spec: RunSpec,
+    n_train: int | None,
+    placement: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    log: str | None = None,
+) -> dict[str, Any]:
+    """Run one spec from a clean folder in a fresh worker process placed as ``placement`` says; return its record.
+
+    The run folder is deleted first (an interrupted or lost attempt leaves nothing behind), the placement is written
+    to ``placement.json`` and handed to the worker (:data:`PLACEMENT_ENV`); the worker runs in a process group of
+    its own that is stopped if this call is interrupted (:func:`~drconv_yolo.experiment.process.run_worker`).
+
+    Args:
+        spec: The run.
+        n_train: Training images (throughput fallback under DDP).
+        placement: Where it runs (:func:`placement_here`, or a backend's): ``device`` is what it trains on.
+        env: Further environment variables for the worker (e.g. ``CUDA_VISIBLE_DEVICES``).
+        log: Name of a file in the run folder that takes the worker's output (default: this process's output); a
+            failure then quotes its last lines.
+
+    Returns:
+        The record the worker wrote (``run.json``).
+
+    Raises:
+        CompareError: If the worker failed or wrote no record (its exit code named).
+    """
+    run_dir = clean_folder(spec)
+    placement = {**placement, "started": now_utc()}
+    atomic_write_json(run_dir / PLACEMENT_FILE, placement, indent=RECORD_INDENT)
+    child_env = {**os.environ, **dict(env or {}), PLACEMENT_ENV: json.dumps(placement)}
+    log_path = run_dir / log if log else None
+    rc = run_worker(worker_command(write_spec(spec), n_train or 0), env=child_env, log=log_path)
+    record = run_dir / RUN_FILE
+    if rc != 0 or not record.is_file():
+        again = f"The partial folder {spec.run_dir} is trained again from scratch on the next invocation"
+        if log_path is None:
+            raise CompareError(f"{spec.label} failed (exit code {rc}); see the output above. {again}")
+        tail = _tail(log_path)
+        raise CompareError(f"{spec.label} failed (exit code {rc}). {again}. Its output ({log_path}) ends:\n{tail}")
+    return json.loads(record.read_text(encoding="utf-8"))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a worker's log, indented."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()[-lines:]
+    except OSError:
+        return "  (no output)"
+    return "\n".join(f"  {line}" for line in text)
+
+
+def placed(spec: RunSpec, placement: Mapping[str, Any]) -> RunSpec:
+    """The spec as it runs: trained and measured on the placement's ``device`` when it names one."""
+    device = placement.get("device")
+    if not device:
+        return spec
+    return replace(
+        spec, train={**spec.train, "device": str(device)}, measure={**spec.measure, "device": first_device(device)}
+    )
 
 
 def model_stats(weights: str | Path, imgsz: int) -> tuple[Any, dict[str, Any]]:
@@ -286,19 +389,29 @@ def _deployed(spec: RunSpec, weights: Path) -> dict[str, Any]:
         return {"note": f"not measured (export to ONNX or {runtime} failed: {type(e).__name__}: {e})"[:500]}
 
 
-def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False) -> dict[str, Any]:
+def run_one(
+    spec: RunSpec, n_train: int | None = None, in_process: bool = False, placement: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Train, evaluate and measure one run; write its ``run.json`` last and return the record.
 
     Args:
         spec: The run.
         n_train: Training images (throughput fallback under DDP).
         in_process: Whether this runs inside the compare process (memory basis note).
+        placement: Where it runs (see the module docstring); default this machine, the spec's device.
 
     Returns:
-        The record: ``spec``, ``metrics`` (flat), ``per_epoch``, ``eval`` (the evaluation report), ``stats``,
-        ``latency``, ``notes``, ``finished``.
+        The record: ``spec`` (as planned), ``metrics`` (flat), ``per_epoch``, ``eval`` (the evaluation report),
+        ``stats``, ``latency``, ``notes``, ``placement``, ``finished``.
     """
     t0 = time.perf_counter()
+    planned = spec
+    placement = {
+        **(placement or placement_here("local", spec.train.get("device", "cpu"), started=now_utc())),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "pid": os.getpid(),
+    }
+    spec = placed(spec, placement)
     train = _train(spec, spec.measure["device"], in_process)
     weights = _weights(Path(spec.run_dir))
     report = _evaluate(spec, weights)
@@ -306,7 +419,7 @@ def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False)
     latency = _latency(spec, model)
     deployed = _deployed(spec, weights)
     record = {
-        "spec": asdict(spec),
+        "spec": asdict(planned),
         "metrics": {
             **flat_metrics(train, report, stats, latency, time.perf_counter() - t0, n_train),
             "deployed_latency_ms": deployed.get("median_ms"),
@@ -326,13 +439,16 @@ def run_one(spec: RunSpec, n_train: int | None = None, in_process: bool = False)
         },
         "eval": {k: report[k] for k in EVAL_KEYS if k in report},
         "regions": read_stats(Path(spec.run_dir) / STATS_FILE),  # per-epoch region statistics (DRConv arms)
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": now_utc(),
     }
+    record["placement"] = {**placement, "finished": record["finished"]}
     atomic_write_json(Path(spec.run_dir) / RUN_FILE, record, indent=RECORD_INDENT)
     return record
 
 
 def run_spec_file(spec_path: str | Path, n_train: int | None = None) -> dict[str, Any]:
-    """Run the spec a comparison wrote (:func:`write_spec`) in this process, as its own worker; returns the record."""
+    """Run the spec a comparison wrote (:func:`write_spec`) in this process, as its own worker, placed as
+    :data:`PLACEMENT_ENV` says; returns the record."""
     spec = RunSpec(**json.loads(Path(spec_path).read_text(encoding="utf-8")))
-    return run_one(spec, n_train, in_process=False)
+    placement = json.loads(os.environ.get(PLACEMENT_ENV) or "null")
+    return run_one(spec, n_train, in_process=False, placement=placement)
