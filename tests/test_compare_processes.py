@@ -106,6 +106,37 @@ def test_a_watched_worker_exits_when_its_parent_dies_without_the_death_signal():
         middle.wait()
 
 
+GROUPED = """
+import os, subprocess, sys, time
+from drconv_yolo.experiment.process import watch_parent
+watch_parent(int(sys.argv[1]), interval=600)  # the portable check too slow to matter: the death signal must act
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # same group, like DDP's
+print(grandchild.pid, flush=True)
+time.sleep(120)
+"""
+LAUNCHER = """
+import os, sys
+from drconv_yolo.experiment.process import run_worker
+run_worker([sys.executable, "-c", sys.argv[1], str(os.getpid())])
+"""
+
+
+@needs_proc
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_workers_whole_group_dies_with_its_parent_by_the_death_signal():
+    """The launcher (a comparison, or a Ray task) SIGKILLed: the worker and its own children (DDP, dataloaders) end."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, GROUPED], stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(launcher.stdout.readline())
+        assert grandchild in cmdlines()
+        launcher.kill()
+        launcher.wait()
+        assert wait_until(lambda: grandchild not in cmdlines(), GONE_S), "the worker's child outlived the launcher"
+    finally:
+        launcher.kill()
+        launcher.wait()
+
+
 def test_a_locked_folder_is_refused_and_released_after(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     with process.FolderLock(out):
