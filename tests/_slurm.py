@@ -114,7 +114,7 @@ def _config(root: Path, ctld_port: int, slurmd_port: int) -> str:
             "SlurmdUser=root",
             f"SlurmctldPort={ctld_port}",
             f"SlurmdPort={slurmd_port}",
-            "CommunicationParameters=NoInAddrAny",  # bind to the node's address (127.0.0.1), not every address
+            "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",  # bind to 127.0.0.1 only, not every address
             "AuthType=auth/munge",
             "CredType=cred/munge",
             f"AuthInfo=socket={root / 'munge.socket'}",

@@ -119,6 +119,63 @@ def test_missing_slurm_clients_are_named(monkeypatch, tmp_path):
             pass
 
 
+class _FakeSlurm:
+    """A :class:`SlurmBackend` whose queue and results are given by the test (no submitit, no SLURM)."""
+
+    def __init__(self, monkeypatch, queue, results, retries=2):
+        from drconv_yolo.experiment.backends import slurm as mod
+
+        monkeypatch.setattr(mod, "POLL_S", 0.0)
+        monkeypatch.setattr(mod, "LOST_GRACE_S", 0.0)
+        backend = object.__new__(mod.SlurmBackend)
+        backend.partition, backend.retries, backend.retried = PARTITION, retries, {}
+        self.submitted, self.cancelled, self.mod = [], [], mod
+        backend._submit = self.submit
+        backend._queue = lambda out: dict(queue)
+        backend._result = lambda plan, task: results.get(task.spec.arm)
+        backend._cancel = lambda tasks: self.cancelled.extend(t.job for t in tasks)
+        self.backend, self.n = backend, 0
+
+    def submit(self, plan, specs):
+        tasks = []
+        for spec, attempt in specs:
+            tasks.append(self.mod._Task(spec, f"7_{self.n}", attempt))
+            self.submitted.append((spec.arm, attempt))
+            self.n += 1
+        return tasks
+
+
+def _fake_runs(tmp_path):
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(out=tmp_path, data=SimpleNamespace(n_train=8))
+    runs = [
+        SimpleNamespace(arm=arm, label=f"[run {i}/2] {arm} seed 0", run_dir=str(tmp_path / arm), train={"epochs": 2})
+        for i, arm in enumerate(("a", "b"), 1)
+    ]
+    return plan, runs
+
+
+def test_a_run_that_fails_by_itself_cancels_the_others_and_ends_the_comparison_with_its_error(monkeypatch, tmp_path):
+    plan, runs = _fake_runs(tmp_path)
+    trace = "Traceback (most recent call last):\n  ...\ndrconv_yolo.experiment.settings.CompareError: a failed (exit 1)"
+    fake = _FakeSlurm(monkeypatch, queue={"7_1": ("RUNNING", "node1", "None")}, results={"a": ("error", trace)})
+    with pytest.raises(CompareError, match=r"^a failed \(exit 1\)$"):
+        fake.backend.run(plan, runs, [])
+    assert fake.submitted == [("a", 1), ("b", 1)]  # one array, never resubmitted: it failed by itself
+    assert fake.cancelled == ["7_1"]  # the other run's task
+
+
+def test_a_run_lost_more_often_than_the_retries_allow_ends_the_comparison(monkeypatch, tmp_path):
+    plan, runs = _fake_runs(tmp_path)
+    fake = _FakeSlurm(monkeypatch, queue={"7_1": ("PENDING", "", "Priority")}, results={}, retries=1)
+    with pytest.raises(CompareError, match=r"a seed 0: its SLURM task 7_2 left the queue without a result 2 time"):
+        fake.backend.run(plan, runs, [])
+    assert fake.submitted == [("a", 1), ("b", 1), ("a", 2)]  # lost once: submitted again, alone
+    assert fake.cancelled == ["7_1"]
+    assert "submitting it again from a clean folder (attempt 2 of at most 2)" in (tmp_path / "progress.log").read_text()
+
+
 # -- a real SLURM ------------------------------------------------------------------------------------------------------
 
 
