@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -149,7 +150,6 @@ class RunTask:
         SIGTERM (``scancel``, the time limit reached) stops the worker's group and ends the task without a result,
         so the comparison sees a lost task, not a failed run.
         """
-        from ..plan import RunSpec
         from ..process import termination_signals
 
         spec = RunSpec(**self.spec_fields)
@@ -368,8 +368,7 @@ class SlurmBackend:
         atomic_write_json(Path(plan.out) / SLURM_DIR / JOBS_FILE, {"runs": book}, indent=1)
 
     def _read_book(self, plan: Plan) -> dict[str, Any]:
-        import json
-
+        """``jobs.json``'s runs (empty when there is none or it cannot be read)."""
         try:
             return json.loads((Path(plan.out) / SLURM_DIR / JOBS_FILE).read_text(encoding="utf-8"))["runs"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -393,8 +392,8 @@ class SlurmBackend:
         return queue
 
     def _result(self, plan: Plan, task: _Task) -> tuple[str, Any] | None:
-        """submitit's result of a task that left the queue: ``("success", record)``, ``("error", traceback)``, or
-        None (no result: the task was lost), or ``("success", record)`` from the run's ``run.json`` of this task."""
+        """What a task that left the queue left behind: submitit's result (``("success", record)`` or ``("error",
+        traceback)``), else ``("success", record)`` from a ``run.json`` this very task wrote, else None (lost)."""
         from submitit.core.utils import JobPaths, pickle_load
 
         paths = JobPaths(Path(plan.out) / SLURM_DIR, job_id=task.job, task_id=0)
@@ -405,8 +404,6 @@ class SlurmBackend:
                 pass
         record = Path(task.spec.run_dir) / RUN_FILE
         if record.is_file():
-            import json
-
             try:
                 data = json.loads(record.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -416,6 +413,7 @@ class SlurmBackend:
         return None
 
     def _log(self, plan: Plan, task: _Task) -> Path:
+        """submitit's log of the task (its stdout and stderr)."""
         from submitit.core.utils import JobPaths
 
         return JobPaths(Path(plan.out) / SLURM_DIR, job_id=task.job, task_id=0).stdout
