@@ -31,7 +31,10 @@ EPILOG = (
 # The options of each parser that are CompareSettings fields of the same name.
 RUN_FIELDS = ("device", "workers", "max_det", "latency_runs", "latency_warmup", "deploy_runtime", "in_process")
 COMPARE_FIELDS = ("data", "models", "seeds", "epochs", "imgsz", "batch", "out", "split", "gt", "dry_run")
-BACKEND_FIELDS = ("backend", "gpus_per_run", "cpus_per_run", "ray_address", "retries")
+BACKEND_FIELDS = (
+    *("backend", "gpus_per_run", "cpus_per_run", "ray_address", "retries"),
+    *("slurm_partition", "slurm_time", "slurm_account", "slurm_max_parallel"),
+)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -138,16 +141,19 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         choices=BACKENDS,
         default=DEFAULTS.backend,
         help="local: one run after another on this machine, on --device; ray: one Ray task per run, as many at once "
-        "as the resources allow, on this machine or the cluster at --ray-address (the 'ray' extra)",
+        "as the resources allow, on this machine or the cluster at --ray-address (the 'ray' extra); slurm: one SLURM "
+        "job array, a task per run (the 'slurm' extra)",
     )
     g.add_argument(
         "--gpus-per-run",
         type=float,
         default=DEFAULTS.gpus_per_run,
-        help="GPUs each run is given (ray); more than 1 trains that run with DDP; default 1 where the cluster has "
-        "GPUs, else 0",
+        help="GPUs each run is given (ray, slurm); more than 1 trains that run with DDP; default 1 where the cluster "
+        "has GPUs (slurm: the partition's nodes), else 0",
     )
-    g.add_argument("--cpus-per-run", type=float, default=DEFAULTS.cpus_per_run, help="CPUs each run is given (ray)")
+    g.add_argument(
+        "--cpus-per-run", type=float, default=DEFAULTS.cpus_per_run, help="CPUs each run is given (ray, slurm)"
+    )
     g.add_argument(
         "--ray-address",
         default=DEFAULTS.ray_address,
@@ -160,6 +166,24 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.retries,
         help="times a run whose node or worker was lost is run again from a clean folder (never a run that failed "
         "by itself)",
+    )
+    g.add_argument(
+        "--slurm-partition",
+        default=DEFAULTS.slurm_partition,
+        help="slurm: the partition the job array goes to (default: the cluster's default partition)",
+    )
+    g.add_argument(
+        "--slurm-time",
+        default=DEFAULTS.slurm_time,
+        help="slurm: each run's time limit, minutes (90) or [D-]HH:MM:SS; a run that reaches it is requeued and "
+        "resumes from its last.pt (default: the partition's limit)",
+    )
+    g.add_argument("--slurm-account", default=DEFAULTS.slurm_account, help="slurm: the account the array is charged to")
+    g.add_argument(
+        "--slurm-max-parallel",
+        type=int,
+        default=DEFAULTS.slurm_max_parallel,
+        help="slurm: at most this many runs at once (the array's %%N cap; default every run at once)",
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 from typing import List
 
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: List[str]) -> int:
     """Run the spec (ending early if the comparison that started it dies); returns the exit code."""
     args, _ = parse(build_parser(), argv)
+    if hasattr(signal, "SIGUSR2"):  # SLURM's warning (time limit near, preemption) is for the task: it requeues
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # the run (backends/slurm.py); the worker trains on meanwhile
     if args.parent_pid is not None:
         watch_parent(args.parent_pid)
     if args.preflight:

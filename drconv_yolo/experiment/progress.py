@@ -35,7 +35,11 @@ def _epochs_done(run_dir: Path) -> int:
 
 def _where(placement: Mapping[str, Any]) -> str:
     """``host (node 1a2b3c4d, GPU 0)``."""
-    extra = [f"node {str(placement['node'])[:NODE_ID_SHOWN]}"] if placement.get("node") else []
+    node = str(placement.get("node") or "")
+    node = node[:NODE_ID_SHOWN] if placement.get("backend") == "ray" else node  # a Ray id is long; a name is not
+    extra = [f"node {node}"] if node else []
+    if placement.get("slurm_job"):
+        extra.append(f"job {placement['slurm_job']}")
     if placement.get("gpus"):
         extra.append(f"GPU {','.join(map(str, placement['gpus']))}")
     return f"{placement.get('host', '?')}" + (f" ({', '.join(extra)})" if extra else "")
@@ -82,7 +86,7 @@ class Progress:
         line = f"{spec.label}: running on {_where(placement)}, epoch {min(done + 1, epochs)}/{epochs}"
         t0 = self.started.get(spec.label)
         if done and t0 is not None:
-            eta = (time.monotonic() - t0) / done * (epochs - done)
+            eta = (time.monotonic() - t0) / done * max(0, epochs - done)  # a resumed epoch may be logged twice
             line += f", ETA {eta / 60:.1f} min"
         return line
 

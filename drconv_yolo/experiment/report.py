@@ -361,7 +361,9 @@ def placement_lines(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -
             if attempt > 1:
                 retried.append(f"{arm} seed {seed} (attempt {attempt})")
             gpus = ",".join(map(str, p.get("gpus") or [])) or "-"
-            node = str(p.get("node") or "-")[:12]
+            node = str(p.get("node") or "-")
+            node = node[:12] if p.get("backend") == "ray" else node  # a Ray node id is 56 hex digits; names stay whole
+            node += f" (job {p['slurm_job']})" if p.get("slurm_job") else ""  # SLURM: array job id _ task id
             cells = (p.get("backend", "?"), p.get("host", "?"), node, p.get("device", "?"), gpus, p.get("cpus", "-"))
             rows.append([arm, str(seed), *map(str, cells), str(attempt), p.get("started", "?"), p.get("finished", "?")])
     header = ["arm", "seed", "backend", "host", "node", "device", "GPUs", "CPUs", "attempt", "started", "finished"]

@@ -26,6 +26,7 @@ __all__ = [
     "check_data",
     "check_model",
     "parse_overrides",
+    "parse_slurm_time",
 ]
 
 DEFAULT_OUT = "runs/compare"
@@ -74,12 +75,17 @@ class CompareSettings:
             batch 1 on the CPU): ``"onnxruntime"``, ``"openvino"``, or ``"none"`` to skip it.
         in_process: Train in this process instead of one subprocess per run.
         backend: Where the runs run (:mod:`~drconv_yolo.experiment.backends`): ``"local"`` (one after another on
-            this machine, on ``device``) or ``"ray"`` (a Ray task per run, as many at once as the resources allow).
+            this machine, on ``device``), ``"ray"`` (a Ray task per run, as many at once as the resources allow) or
+            ``"slurm"`` (one SLURM job array, a task per run).
         gpus_per_run: GPUs each run is given by a cluster backend; None: 1 where the cluster has GPUs, else 0.
         cpus_per_run: CPUs each run is given by a cluster backend.
         ray_address: The Ray cluster to run on (default ``RAY_ADDRESS``, else Ray is started on this machine).
         retries: How many times a cluster backend runs a run again whose node or worker was lost (never a run that
             failed by itself).
+        slurm_partition: The SLURM partition the job array goes to (default: the cluster's default partition).
+        slurm_time: Each array task's time limit: minutes (``90``) or ``[D-]HH:MM:SS``; default the partition's.
+        slurm_account: The SLURM account the array is charged to (default: the user's default account).
+        slurm_max_parallel: At most this many array tasks (runs) at once (default: every run at once).
         dry_run: Run the pre-flight and print the plan (what is reused, what would train, a time estimate); train
             nothing.
         command: The command line, for the report.
@@ -107,6 +113,10 @@ class CompareSettings:
     cpus_per_run: float = 1
     ray_address: Optional[str] = None
     retries: int = 2
+    slurm_partition: Optional[str] = None
+    slurm_time: Optional[str] = None
+    slurm_account: Optional[str] = None
+    slurm_max_parallel: Optional[int] = None
     dry_run: bool = False
     command: Optional[str] = None
 
@@ -128,6 +138,21 @@ class CompareSettings:
         if self.deploy_runtime not in DEPLOY_RUNTIMES:
             raise CompareError(f"--deploy-runtime must be one of {list(DEPLOY_RUNTIMES)}, got {self.deploy_runtime!r}")
 
+    def _validate_slurm(self) -> None:
+        """The ``--slurm-*`` options: only with ``--backend slurm``; whole CPUs and GPUs; a valid time and cap."""
+        given = [f"--{name.replace('_', '-')}" for name in SLURM_OPTIONS if getattr(self, name) is not None]
+        if self.backend != "slurm":
+            if given:
+                raise CompareError(f"{', '.join(given)}: only with --backend slurm (the backend is {self.backend})")
+            return
+        if self.slurm_time is not None:
+            parse_slurm_time(self.slurm_time)
+        if self.slurm_max_parallel is not None and int(self.slurm_max_parallel) < 1:
+            raise CompareError(f"--slurm-max-parallel must be >= 1, got {self.slurm_max_parallel}")
+        for name, value in (("cpus-per-run", self.cpus_per_run), ("gpus-per-run", self.gpus_per_run)):
+            if value is not None and float(value) != int(float(value)):
+                raise CompareError(f"--{name} {value:g}: SLURM gives whole CPUs and GPUs to a task")
+
     def _validate_backend(self) -> None:
         """The backend's options: known backend, sane resources, no option the backend decides itself."""
         from .backends import BACKENDS
@@ -140,6 +165,7 @@ class CompareSettings:
             raise CompareError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
         if int(self.retries) < 0:
             raise CompareError(f"--retries must be >= 0, got {self.retries}")
+        self._validate_slurm()
         if self.backend == "local":
             return
         if self.device not in (None, ""):
@@ -149,6 +175,36 @@ class CompareSettings:
             )
         if self.in_process:
             raise CompareError(f"--in-process: with --backend {self.backend} every run is a task of its own")
+
+
+SLURM_OPTIONS = ("slurm_partition", "slurm_time", "slurm_account", "slurm_max_parallel")
+
+
+def parse_slurm_time(value: Union[str, int]) -> int:
+    """A SLURM time limit in whole minutes (rounded up): ``90`` (minutes), ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``.
+
+    Raises:
+        CompareError: For anything else, or a limit of zero.
+    """
+    text = str(value).strip()
+    bad = CompareError(f"--slurm-time must be minutes (90) or [D-]HH:MM:SS (1:30:00, 2-00:00:00), got {value!r}")
+    days, _, rest = text.rpartition("-") if "-" in text else ("", "", text)
+    parts = rest.split(":")
+    if not all(p.isdigit() for p in parts) or ("-" in text and not days.isdigit()) or len(parts) > 3:
+        raise bad
+    nums = [int(p) for p in parts]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        nums += [0] * (3 - len(nums))
+        seconds = int(days) * 86400 + nums[0] * 3600 + nums[1] * 60 + nums[2]
+    elif len(nums) == 1:  # minutes
+        seconds = nums[0] * 60
+    elif len(nums) == 2:  # MM:SS
+        seconds = nums[0] * 60 + nums[1]
+    else:
+        seconds = nums[0] * 3600 + nums[1] * 60 + nums[2]
+    if seconds <= 0:
+        raise CompareError(f"--slurm-time must be more than zero, got {value!r}")
+    return -(-seconds // 60)
 
 
 def arm_names(models: Sequence[str]) -> list[str]:

@@ -23,6 +23,13 @@ Where a run ran: the backend that dispatched it (:mod:`~drconv_yolo.experiment.b
 worker trains and measures on the placement's ``device`` (the GPUs the backend gave it, not the plan's relative
 ``device``) and records the placement, with ``CUDA_VISIBLE_DEVICES`` as it found it and its start and end times, in
 ``run.json``. The spec inside ``run.json`` keeps the plan's device, so a rerun on other GPUs reuses the run.
+
+Resuming (the SLURM backend's requeued tasks): ``launch(..., resume=True)`` keeps the run folder when its training
+stopped part-way (``weights/last.pt`` there, fewer rows in ``results.csv`` than epochs, no ``run.json``) and records
+``resumed_from`` (that ``last.pt``) in the placement; the worker then continues Ultralytics' training from it
+(``YOLO(last.pt).train(resume=True)``, the device and dataloader workers set again for where it runs now) instead of
+starting over. Anything else (no ``last.pt``, training already finished) starts from a clean folder as usual. The
+local and Ray backends never resume: their interrupted or lost runs train again from scratch.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ __all__ = [
     "launch",
     "model_stats",
     "read_results_csv",
+    "resumable",
     "run_one",
     "run_spec_file",
     "worker_command",
@@ -102,18 +110,34 @@ def clean_folder(spec: RunSpec) -> Path:
     return run_dir
 
 
+def resumable(spec: RunSpec) -> Path | None:
+    """The run's ``weights/last.pt`` when its training stopped part-way and can go on from it, else None.
+
+    Part-way: no ``run.json``, and fewer rows in Ultralytics' ``results.csv`` than the run's epochs (a finished
+    training's ``last.pt`` has no optimizer state left to resume from).
+    """
+    run_dir = Path(spec.run_dir)
+    last = run_dir / "weights" / "last.pt"
+    if not last.is_file() or (run_dir / RUN_FILE).is_file():
+        return None
+    return last if len(read_results_csv(run_dir / "results.csv")) < int(spec.train["epochs"]) else None
+
+
 def launch(
     spec: RunSpec,
     n_train: int | None,
     placement: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
     log: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run one spec from a clean folder in a fresh worker process placed as ``placement`` says; return its record.
 
     The run folder is deleted first (an interrupted or lost attempt leaves nothing behind), the placement is written
     to ``placement.json`` and handed to the worker (:data:`PLACEMENT_ENV`); the worker runs in a process group of
-    its own that is stopped if this call is interrupted (:func:`~drconv_yolo.experiment.process.run_worker`).
+    its own that is stopped if this call is interrupted (:func:`~drconv_yolo.experiment.process.run_worker`). With
+    ``resume``, a training that stopped part-way is continued from its ``last.pt`` instead (see the module
+    docstring).
 
     Args:
         spec: The run.
@@ -122,6 +146,7 @@ def launch(
         env: Further environment variables for the worker (e.g. ``CUDA_VISIBLE_DEVICES``).
         log: Name of a file in the run folder that takes the worker's output (default: this process's output); a
             failure then quotes its last lines.
+        resume: Continue a training that stopped part-way (:func:`resumable`) rather than start over.
 
     Returns:
         The record the worker wrote (``run.json``).
@@ -129,8 +154,9 @@ def launch(
     Raises:
         CompareError: If the worker failed or wrote no record (its exit code named).
     """
-    run_dir = clean_folder(spec)
-    placement = {**placement, "started": now_utc()}
+    last = resumable(spec) if resume else None
+    run_dir = Path(spec.run_dir) if last is not None else clean_folder(spec)
+    placement = {**placement, "started": now_utc(), **({"resumed_from": str(last)} if last is not None else {})}
     atomic_write_json(run_dir / PLACEMENT_FILE, placement, indent=RECORD_INDENT)
     child_env = {**os.environ, **dict(env or {}), PLACEMENT_ENV: json.dumps(placement)}
     log_path = run_dir / log if log else None
@@ -269,13 +295,14 @@ def _throughput(timer: _TrainTimer, epochs: list[dict[str, float]]) -> dict[str,
     return {}
 
 
-def _train(spec: RunSpec, device_single: str, in_process: bool) -> dict[str, Any]:
-    """Train one run; return timing, memory and the per-epoch log."""
+def _train(spec: RunSpec, device_single: str, in_process: bool, resume_from: str | None = None) -> dict[str, Any]:
+    """Train one run (or continue its training from ``resume_from``, a ``last.pt``); return timing, memory and the
+    per-epoch log (throughput and memory then cover the resumed part only)."""
     from ultralytics import YOLO
 
     run_dir = Path(spec.run_dir)
     ddp = len(str(spec.train.get("device", "")).split(",")) > 1
-    yolo = YOLO(spec.model)
+    yolo = YOLO(resume_from or spec.model)
     timer = _TrainTimer()
     yolo.add_callback("on_train_epoch_start", timer.start)
     yolo.add_callback("on_train_epoch_end", timer.end)
@@ -283,9 +310,14 @@ def _train(spec: RunSpec, device_single: str, in_process: bool) -> dict[str, Any
     if dev is not None:
         reset_cuda_peak(dev)
     t0 = time.perf_counter()
-    yolo.train(**spec.train, project=str(run_dir.parent), name=run_dir.name, exist_ok=True)
+    if resume_from:  # the checkpoint's own arguments, on the device and workers of where it runs now
+        yolo.train(resume=True, data=spec.train["data"], device=spec.train["device"], workers=spec.train["workers"])
+    else:
+        yolo.train(**spec.train, project=str(run_dir.parent), name=run_dir.name, exist_ok=True)
     train_s = time.perf_counter() - t0
     epochs = read_results_csv(run_dir / "results.csv")
+    if resume_from:  # the epoch training stopped in is logged again when resumed: keep its last row
+        epochs = list({row.get("epoch", i): row for i, row in enumerate(epochs)}.values())
     return {
         "train_s": train_s,
         "epochs_completed": len(epochs),
@@ -412,7 +444,7 @@ def run_one(
         "pid": os.getpid(),
     }
     spec = placed(spec, placement)
-    train = _train(spec, spec.measure["device"], in_process)
+    train = _train(spec, spec.measure["device"], in_process, placement.get("resumed_from"))
     weights = _weights(Path(spec.run_dir))
     report = _evaluate(spec, weights)
     model, stats = model_stats(weights, spec.train["imgsz"])

@@ -15,6 +15,7 @@ on entry and must let go of it on exit) with:
 
 * :mod:`~.local`: one run after another on this machine (the default).
 * :mod:`~.ray`: a Ray task per run, on this machine or a Ray cluster (the ``ray`` extra).
+* :mod:`~.slurm`: one SLURM job array, a task per run (the ``slurm`` extra: submitit).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from ..settings import CompareError
 
 __all__ = ["BACKENDS", "make_backend"]
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")
 
 
 def make_backend(settings: Any) -> Any:
-    """The backend ``settings.backend`` names (imported only when chosen: Ray is an optional extra).
+    """The backend ``settings.backend`` names (imported only when chosen: Ray and submitit are optional extras).
 
     Raises:
         CompareError: For an unknown backend, or a missing optional dependency (named, with how to install it).
@@ -43,4 +44,8 @@ def make_backend(settings: Any) -> Any:
         from .ray import RayBackend
 
         return RayBackend(settings)
+    if name == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend(settings)
     raise CompareError(f"--backend must be one of {list(BACKENDS)}, got {name!r}")
