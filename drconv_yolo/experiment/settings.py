@@ -48,6 +48,7 @@ class CompareError(UserError):
     """A problem with the user's input (missing file, bad argument, conflicting earlier runs) or a failed run."""
 
 
+BACKENDS = ("local", "ray", "slurm")  # --backend (one module each in drconv_yolo.experiment.backends)
 DEPLOY_RUNTIMES = ("onnxruntime", "openvino", "none")  # --deploy-runtime (drconv_yolo.deploy.RUNTIMES + none)
 
 
@@ -155,8 +156,6 @@ class CompareSettings:
 
     def _validate_backend(self) -> None:
         """The backend's options: known backend, sane resources, no option the backend decides itself."""
-        from .backends import BACKENDS
-
         if self.backend not in BACKENDS:
             raise CompareError(f"--backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.gpus_per_run is not None and float(self.gpus_per_run) < 0:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import CompareError
+from ..settings import BACKENDS, CompareError
 
 __all__ = ["BACKENDS", "make_backend"]
-
-BACKENDS = ("local", "ray", "slurm")
 
 
 def make_backend(settings: Any) -> Any:
