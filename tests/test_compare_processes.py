@@ -168,3 +168,20 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 def test_terminated_maps_to_the_signal_exit_code():
     e = process.Terminated(signal.SIGTERM)
     assert e.exit_code == 143 and str(e) == "terminated by SIGTERM"
+
+
+def test_a_run_given_cpus_trains_with_that_many_threads_after_ultralytics_picks_its_device():
+    import torch
+    from ultralytics.utils import torch_utils
+
+    from drconv_yolo.experiment.worker import use_cpus
+
+    before = (torch_utils.NUM_THREADS, torch.get_num_threads())
+    try:
+        assert use_cpus(3) == 3
+        torch_utils.select_device("cpu", verbose=False)  # what Ultralytics' trainer calls: it resets the threads
+        assert torch.get_num_threads() == 3
+        assert use_cpus(0.5) == 1  # a fractional Ray share still gets one thread
+    finally:
+        torch_utils.NUM_THREADS = before[0]
+        torch.set_num_threads(before[1])

@@ -21,8 +21,9 @@ What is measured:
 Where a run ran: the backend that dispatched it (:mod:`~drconv_yolo.experiment.backends`) hands the worker a
 *placement* (``DRCONV_YOLO_PLACEMENT``, JSON: backend, node, host, the GPUs and CPUs it was given, the attempt); the
 worker trains and measures on the placement's ``device`` (the GPUs the backend gave it, not the plan's relative
-``device``) and records the placement, with ``CUDA_VISIBLE_DEVICES`` as it found it and its start and end times, in
-``run.json``. The spec inside ``run.json`` keeps the plan's device, so a rerun on other GPUs reuses the run.
+``device``) with as many torch threads as the CPUs it was given (:func:`use_cpus`), and records the placement, with
+``CUDA_VISIBLE_DEVICES`` as it found it and its start and end times, in ``run.json``. The spec inside ``run.json``
+keeps the plan's device, so a rerun on other GPUs reuses the run.
 
 Resuming (the SLURM backend's requeued tasks): ``launch(..., resume=True)`` keeps the run folder when its training
 stopped part-way (``weights/last.pt`` there, fewer rows in ``results.csv`` than epochs, no ``run.json``) and records
@@ -99,6 +100,20 @@ def now_utc() -> str:
 def placement_here(backend: str, device: str, **fields: Any) -> dict[str, Any]:
     """A placement on this machine: ``{"backend", "host", "device", **fields}``."""
     return {"backend": backend, "host": socket.gethostname(), "device": str(device), **fields}
+
+
+def use_cpus(cpus: float) -> int:
+    """Train and measure with as many threads as the CPUs a backend gave this run (at least one); returns it.
+
+    Ultralytics' ``select_device`` resets torch's threads to ``min(8, cores - 1)`` of the whole machine: with several
+    runs on one machine that oversubscribes its cores, so its figure is set to the run's share too.
+    """
+    from ultralytics.utils import torch_utils
+
+    n = max(1, int(cpus))
+    torch_utils.NUM_THREADS = n
+    torch.set_num_threads(n)
+    return n
 
 
 def clean_folder(spec: RunSpec) -> Path:
@@ -444,6 +459,8 @@ def run_one(
         "pid": os.getpid(),
     }
     spec = placed(spec, placement)
+    if placement.get("cpus") and not in_process:
+        use_cpus(placement["cpus"])
     train = _train(spec, spec.measure["device"], in_process, placement.get("resumed_from"))
     weights = _weights(Path(spec.run_dir))
     report = _evaluate(spec, weights)
