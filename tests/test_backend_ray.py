@@ -309,3 +309,14 @@ def test_local_backend_is_the_default_and_needs_no_ray(monkeypatch, tmp_path):
     )
     backend = make_backend(settings)
     assert backend.name == "local" and backend.device("cpu") == "cpu" and backend.check(None) is None
+
+
+def test_clusters_page_quotes_the_committed_backend_speedup():
+    root = Path(__file__).resolve().parents[1]
+    bench = json.loads((root / "bench_results" / "backend_speedup.json").read_text(encoding="utf-8"))
+    page = (root / "docs" / "clusters.md").read_text(encoding="utf-8")
+    assert bench["identical_metrics"] and not bench["differences"]
+    quoted = [f"**{bench['ratio_median']:.3f}x**"] + [f"{r:.3f}x" for r in bench["ratio_ray_over_local"]]
+    quoted += [", ".join(f"{w:.1f} s" for w in bench["wall_s"][b]) for b in ("local", "ray")]
+    missing = [q for q in quoted if q not in page]
+    assert not missing, f"docs/clusters.md does not quote these figures of its benchmark JSON: {missing}"
