@@ -124,3 +124,15 @@ def test_deployment_page_quotes_the_committed_deployment_benchmark():
     if gather_row not in page:
         missing.append(gather_row)
     assert not missing, f"docs/deployment.md does not quote these rows of bench_results/: {missing}"
+
+
+def test_deployment_page_quotes_the_second_machines_deployment_benchmark():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    xeon = deploy_ratios("drconv_deploy_xeon.json")
+    cells = {v: [xeon[f"yolov8n-{v}", rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)]
+             for v in deploy.DEPLOY_VARIANTS}  # fmt: skip
+    rows = [f"| yolov8n-{v} | " + " | ".join(c) + " |" for v, c in cells.items()]
+    missing = [row for row in rows if row not in page]
+    assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_xeon.json: {missing}"

@@ -6,9 +6,10 @@ all in onnxruntime's and OpenVINO's operator lists and TensorRT's (NonZero there
 regions are unrolled in the graph (m is a constant); the batch stays dynamic. Each region's patch rows come from
 one Gather of the padded channels-last input with a (N_j, kh*kw) index (the pixel under each kernel tap), so no
 im2col tensor of the whole map is built (ONNX's im2col is a chain of Gathers along the last axis, which onnxruntime
-runs at a fraction of a copy's speed). Every row of region j is multiplied by the filters of all B samples and keeps
-its own sample's block: B times a conv's multiply-adds, one conv at batch 1, what the ``responses`` formulation
-costs (m convs) at batch m. A region with no pixel is an empty MatMul.
+runs at a fraction of a copy's speed). Every row of region j is multiplied by the filters of all B samples, and one
+last Gather of rows takes each pixel's own sample's product in pixel order: B times a conv's multiply-adds, one
+conv at batch 1, what the ``responses`` formulation costs (m convs) at batch m. A region with no pixel is an empty
+MatMul.
 """
 
 from __future__ import annotations
@@ -48,15 +49,20 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
     picked, outs = [], []
     for j in range(m):
         idx = torch.nonzero(region == j)[:, 0]  # (N_j,): region j's output pixels, every sample's
-        rows = pixels[corner_of[idx].unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
+        corner = corner_of.index_select(0, idx)  # (N_j,)
+        if kh * kw == 1:  # a 1x1 kernel: the patch row is the pixel's own row
+            rows = pixels.index_select(0, corner)  # (N_j, C_in)
+        else:
+            rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
         y = torch.matmul(rows, weight_rows[:, j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
-        own = torch.arange(idx.shape[0], device=x.device) * B + sample_of[idx]  # (N_j,): its own sample's block
-        outs.append(y.reshape(-1, C_out).index_select(0, own))  # (N_j, C_out)
+        outs.append(y.reshape(-1, C_out))  # (N_j*B, C_out): row r*B + b is sample b's filter on pixel row r
         picked.append(idx)
-    # back to pixel order by the inverse permutation: one Gather of rows (a row scatter, aten::index_put, has no
-    # OpenVINO PyTorch-frontend rule); the regions partition the pixels, so the scatter of the inverse overwrites
-    # every entry of its base, perm itself (no constant of the map's size in a static export)
+    # back to pixel order and each pixel's own sample by one Gather of rows. Pixel p is row inverse[p] of the
+    # region-ordered pixels (a row scatter, aten::index_put, has no OpenVINO PyTorch-frontend rule; the regions
+    # partition the pixels, so the scatter of the inverse overwrites every entry of its base, perm itself: no constant
+    # of the map's size in a static export), and its own product is row inverse[p]*B + sample_of[p] of the
+    # concatenated products (every region's rows carry all B samples' products)
     perm = torch.cat(picked)  # (B*L,): the pixel of each row in region order
     inverse = perm.scatter(0, perm, torch.arange(perm.shape[0], device=x.device))  # (B*L,): each pixel's row
-    out = torch.cat(outs).index_select(0, inverse)  # (B*L, C_out), in pixel order
+    out = torch.cat(outs).index_select(0, inverse * B + sample_of)  # (B*L, C_out), in pixel order
     return out.reshape(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
