@@ -98,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     from drconv_yolo.io import atomic_write_json
     from drconv_yolo.measure import environment
 
-    work = Path(tempfile.mkdtemp(prefix="backend-speedup-"))
-    data = generate(work / "data", n_train=a.n_train, n_val=a.n_val, imgsz=a.imgsz, seed=0, verbose=False)
     order = [b for i in range(a.pairs) for b in (("local", "ray") if i % 2 == 0 else ("ray", "local"))]
-    tries = [run_try(a, data, work / f"out{i}-{b}", b) for i, b in enumerate(order)]
+    with tempfile.TemporaryDirectory(prefix="backend-speedup-") as tmp:  # the data and every try's runs
+        work = Path(tmp)
+        data = generate(work / "data", n_train=a.n_train, n_val=a.n_val, imgsz=a.imgsz, seed=0, verbose=False)
+        tries = [run_try(a, data, work / f"out{i}-{b}", b) for i, b in enumerate(order)]
     wall = {b: [t["wall_s"] for t in tries if t["backend"] == b] for b in BACKENDS}
     ratios = [r / loc for loc, r in zip(wall["local"], wall["ray"])]
     diffs = differences(tries)
