@@ -105,6 +105,11 @@ def deploy_ratios(name):
     return {(r["model"], r["runtime"], r["threads"], r["batch"], r["imgsz"]): f"{r['ratio']:.2f}x" for r in rows}
 
 
+def batch1_row(ratios, model):
+    """The page's batch-1, 640 px table row of ``model``: onnxruntime 2 / 1 threads, OpenVINO 2 / 1 threads."""
+    return f"| {model} | " + " | ".join(ratios[model, rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)) + " |"
+
+
 def test_deployment_page_quotes_the_committed_deployment_benchmark():
     from pathlib import Path
 
@@ -113,8 +118,7 @@ def test_deployment_page_quotes_the_committed_deployment_benchmark():
     lite_by_gather = deploy_ratios("drconv_deploy_lite_by_gather.json")
     missing = []
     for model in [f"yolov8n-{v}" for v in deploy.DEPLOY_VARIANTS]:
-        cells = [now[model, rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)]
-        row = f"| {model} | " + " | ".join(cells) + " |"
+        row = batch1_row(now, model)
         if (model, "onnxruntime", 2, 1, 640) in before:
             row += " " + " / ".join(before[model, rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)) + " |"
         if row not in page:
@@ -131,8 +135,6 @@ def test_deployment_page_quotes_the_second_machines_deployment_benchmark():
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
     xeon = deploy_ratios("drconv_deploy_xeon.json")
-    cells = {v: [xeon[f"yolov8n-{v}", rt, t, 1, 640] for rt in deploy.RUNTIMES for t in (2, 1)]
-             for v in deploy.DEPLOY_VARIANTS}  # fmt: skip
-    rows = [f"| yolov8n-{v} | " + " | ".join(c) + " |" for v, c in cells.items()]
+    rows = [batch1_row(xeon, f"yolov8n-{v}") for v in deploy.DEPLOY_VARIANTS]
     missing = [row for row in rows if row not in page]
     assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_xeon.json: {missing}"
