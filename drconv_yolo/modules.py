@@ -269,15 +269,16 @@ class RegionAwareConv(nn.Module):
         self.stride, self.padding, self.dilation, self.impl = stride, padding, dilation, impl
         self.register_parameter("bias", None)  # a fused layer's bias (see DRConv2d.fold_bn_)
 
-    def forward(self, x, weight, guide, bias=None, coef=None, bases=None):
+    def forward(self, x, weight, guide, bias=None, coef=None, bases=None, activation=None):
         """x (B, c1, H, W), guide (B, m, Ho, Wo), bias (c2,) -> (B, c2, Ho, Wo).
 
         Filters are either ``weight`` (B, m, c2, c1, k, k) or, with ``weight=None``, the mix ``coef`` (B, m, n) of
-        ``bases`` (n, c2, c1, k, k). Without ``bias``, the module's own (fused) bias is used, if any.
+        ``bases`` (n, c2, c1, k, k). Without ``bias``, the module's own (fused) bias is used, if any. ``activation``
+        is applied to the output (see ``region_aware_conv2d``).
         """
         if bias is None:  # .get: modules pickled by v0.1 have no such entry
             bias = self._parameters.get("bias")
-        conf = (self.stride, self.padding, self.dilation, bias, self.impl)
+        conf = (self.stride, self.padding, self.dilation, bias, self.impl, activation)
         if weight is None:
             return region_aware_conv2d_mixed(x, coef, bases, guide, *conf)
         return region_aware_conv2d(x, weight, guide, *conf)
@@ -359,8 +360,9 @@ class DRConv2d(nn.Module):
         self.op = RegionAwareConv(s, p, d, impl)
         self.bias = nn.Parameter(torch.zeros(c2)) if bias else None
 
-    def forward(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, c1, H, W) -> (B, c2, Ho, Wo); ``guide`` (B, m, Ho, Wo): logits from outside, else the own guide's."""
+    def forward(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None, activation=None) -> torch.Tensor:
+        """x (B, c1, H, W) -> (B, c2, Ho, Wo); ``guide`` (B, m, Ho, Wo): logits from outside, else the own guide's;
+        ``activation``: applied to the output, by the export inside the op (see ``region_aware_conv2d``)."""
         if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != self.c1):
             raise ValueError(f"DRConv2d: expected input (B, {self.c1}, H, W), got shape {tuple(x.shape)}")
         if x.device.type == "cpu":  # one layout change, shared by the guide conv (faster) and the op's gather
@@ -371,8 +373,8 @@ class DRConv2d(nn.Module):
             guide = self.guide_logits(x)
         gen = self.generator
         if isinstance(gen, OfficialFilterGenerator):  # let the op mix the filters: they are never materialised
-            return self.op(x, None, guide, self.bias, gen.coefficients(x), gen.bases_5d())
-        return self.op(x, gen(x), guide, self.bias)
+            return self.op(x, None, guide, self.bias, gen.coefficients(x), gen.bases_5d(), activation)
+        return self.op(x, gen(x), guide, self.bias, activation=activation)
 
     def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """x in channels-last memory; the copy in scratch memory when autograd records nothing (nothing keeps it) and
@@ -460,8 +462,9 @@ class DRConv(nn.Module):
         return self.act(self.bn(self.conv(x, guide)))
 
     def forward_fuse(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Apply the convolution (BatchNorm already folded in) and activation."""
-        return self.act(self.conv(x, guide))
+        """Apply the convolution (BatchNorm already folded in) and activation, the latter inside the op (an export
+        applies it to each region's product)."""
+        return self.conv(x, guide, None if isinstance(self.act, nn.Identity) else self.act)
 
     @property
     def regions(self) -> int:

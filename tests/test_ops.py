@@ -310,3 +310,16 @@ def test_fast_output_can_be_modified_in_place_like_a_conv_output(impl, device):
     torch.nn.functional.silu(y, inplace=True).sum().backward()
     torch.testing.assert_close(y.detach(), expected)
     assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("impl", ["fast", "grouped", "mix", "reference", "onnx"])
+def test_activation_is_applied_to_the_biased_output_by_every_impl(impl):
+    x, w, guide, _, conf = make_inputs(SHAPES[1])
+    g = torch.Generator().manual_seed(3)
+    coef = torch.rand(w.shape[0], w.shape[1], 2, generator=g, dtype=x.dtype)
+    bases = torch.randn(2, *w.shape[2:], generator=g, dtype=x.dtype)
+    bias = torch.randn(w.shape[2], generator=g, dtype=x.dtype)
+    args = (x, coef, bases, guide, *conf, bias, impl)
+    plain = region_aware_conv2d_mixed(*args)
+    activated = region_aware_conv2d_mixed(*args, activation=torch.nn.SiLU())
+    torch.testing.assert_close(activated, F.silu(plain), rtol=1e-12, atol=1e-12)

@@ -81,6 +81,61 @@ def test_formulation_with_empty_regions_and_ties_matches_reference(formulation):
     torch.testing.assert_close(got, reference_conv(x, weight, guide, *pairs(conf)), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("activation", [torch.nn.SiLU(), torch.nn.LeakyReLU(0.1), torch.nn.Softmax(dim=1)],
+                         ids=["silu", "leaky", "softmax-not-elementwise"])  # fmt: skip
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]], ids=[IDS[0], IDS[2]])
+def test_formulation_with_activation_matches_activated_reference_output_and_grads(formulation, activation, shape):
+    # gather applies the bias and an elementwise activation to each region's product; any other activation (softmax
+    # over the channels) and the other formulations apply it to the output
+    x, coef, bases, guide, go, conf = mixed(shape, n=3)
+    bias = torch.randn(bases.shape[1], dtype=torch.float64)
+
+    def export(x, coef, bases, bias):
+        filters = MixedFilters(coef, bases)
+        return ex.export_conv(x, filters, guide, *pairs(conf), bias, formulation=formulation, activation=activation)
+
+    def reference(x, coef, bases, bias):
+        weight = torch.einsum("bjn,nocuv->bjocuv", coef, bases)
+        return activation(reference_conv(x, weight, guide, *pairs(conf)) + bias.view(1, -1, 1, 1))
+
+    for a, b in zip(grads(export, (x, coef, bases, bias), go), grads(reference, (x, coef, bases, bias), go)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def producers(graph):
+    return {out: node for node in graph.node for out in node.output}
+
+
+def test_gather_export_of_fused_drconv_activates_each_region_product_before_the_pixel_gather():
+    # what lets OpenVINO fuse the bias and the SiLU into each region's MatMul: in the exported graph every Sigmoid
+    # reads the bias Add of a region's MatMul (through its reshape), and none follows the last Gather
+    onnx = pytest.importorskip("onnx")
+    layer = fused_layer(3, 2, bases=8)  # regions=4, SiLU
+    graph = onnx.load_from_string(export_layer(layer, torch.randn(1, 8, 17, 12), "gather")).graph
+    made_by = producers(graph)
+    sigmoids = [n for n in graph.node if n.op_type == "Sigmoid" and "/op/" in n.name]  # not the generator's
+    assert len(sigmoids) == 4  # one per region
+    for sigmoid in sigmoids:
+        add = made_by[sigmoid.input[0]]
+        assert add.op_type == "Add"
+        source = made_by[add.input[0]]
+        while source.op_type == "Reshape":
+            source = made_by[source.input[0]]
+        assert source.op_type == "MatMul"
+
+
+def test_fused_drconv_applies_its_activation_once_in_eager_and_export():
+    # forward_fuse hands the activation to the op: the eager output is act(conv(x)) as before, and so is the export's
+    layer = fused_layer(3, 2, bases=8)
+    x = torch.randn(2, 8, 17, 12)
+    with torch.no_grad():
+        expected = layer.act(layer.conv(x))
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+        traced = torch.jit.trace(layer, x[:1], check_trace=False)
+        torch.testing.assert_close(traced(x), expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "bases, requested, expected",
     [(1, "auto", "mix"), (2, "auto", "gather"), (8, "auto", "gather"), (None, "auto", "gather"),

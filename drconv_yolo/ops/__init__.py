@@ -53,7 +53,7 @@ Gradients (all implementations, to input, weight and guide)::
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -119,6 +119,7 @@ def region_aware_conv2d(
     dilation: IntOrPair = 1,
     bias: Optional[torch.Tensor] = None,
     impl: str = "auto",
+    activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Convolve each output pixel with the filter of the region its guide selects.
 
@@ -134,12 +135,15 @@ def region_aware_conv2d(
         impl (str): ``"auto"`` (see ``choose_impl``), ``"fast"``, ``"grouped"``, ``"reference"`` or ``"onnx"``
             (``"mix"`` needs mixed filters: a ValueError here); while tracing or exporting the ``"onnx"`` path is
             always used. The ``onnx`` path has no gradient to the guide (inference only).
+        activation (callable, optional): Applied to the output, e.g. a fused ``DRConv``'s ``act``. The export path
+            applies an elementwise activation module (``export.ROW_ACTIVATIONS``) with the bias to each region's
+            product, where OpenVINO fuses both into the region's MatMul.
 
     Returns:
         (torch.Tensor): Output, shape (B, C_out, H_out, W_out), in the compute dtype (the autocast dtype under
             autocast, else the input's). The fast and grouped paths return it in channels-last memory format.
     """
-    return _region_conv(input, ExplicitFilters(weight), guide, stride, padding, dilation, bias, impl)
+    return _region_conv(input, ExplicitFilters(weight), guide, stride, padding, dilation, bias, impl, activation)
 
 
 def region_aware_conv2d_mixed(
@@ -152,6 +156,7 @@ def region_aware_conv2d_mixed(
     dilation: IntOrPair = 1,
     bias: Optional[torch.Tensor] = None,
     impl: str = "auto",
+    activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """``region_aware_conv2d`` with filters ``weight[b, j] = sum_n coef[b, j, n] * bases[n]`` (the official generator).
 
@@ -163,12 +168,12 @@ def region_aware_conv2d_mixed(
         input (torch.Tensor): Input feature map, shape (B, C_in, H, W).
         coef (torch.Tensor): Mixing coefficients, shape (B, m, n).
         bases (torch.Tensor): Shared base kernels, shape (n, C_out, C_in, k, k).
-        guide, stride, padding, dilation, bias, impl: As ``region_aware_conv2d``.
+        guide, stride, padding, dilation, bias, impl, activation: As ``region_aware_conv2d``.
 
     Returns:
         (torch.Tensor): Output, shape (B, C_out, H_out, W_out).
     """
-    return _region_conv(input, MixedFilters(coef, bases), guide, stride, padding, dilation, bias, impl)
+    return _region_conv(input, MixedFilters(coef, bases), guide, stride, padding, dilation, bias, impl, activation)
 
 
 def choose_impl(
@@ -229,8 +234,8 @@ def choose_impl(
     return "fast"
 
 
-def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
-    """Both public functions: validate, pick the compute dtype and the implementation, dispatch."""
+def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl, activation=None):
+    """Both public functions: validate, pick the compute dtype and the implementation, dispatch, activate."""
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"region_aware_conv2d: impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     geometry = check_args(input, filters, guide, stride, padding, dilation)
@@ -253,15 +258,17 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl):
     input, bias = input.to(dtype), None if bias is None else bias.to(dtype)
     # fast, grouped, mix and reference run with autocast off: their tensors are in the compute dtype already, and
     # inside them every op keeps its dtype (out= buffers, the float32 surrogate)
+    conf = (geometry.stride, geometry.padding, geometry.dilation)
+    if impl == "onnx":  # the filters mixed (if at all) under the caller's autocast; the activation goes inside
+        return export_conv(input, filters, guide, *conf, bias, activation=activation)
     if impl in ("fast", "grouped", "mix"):
         conv = {"fast": fast_conv, "grouped": grouped_conv, "mix": mix_conv}[impl]
         device_type = input.device.type  # no autocast context when there is nothing to switch off (the common case)
         with torch.autocast(device_type, enabled=False) if autocast_enabled(device_type) else contextlib.nullcontext():
-            return conv(input, filters.to(dtype), guide, bias, geometry)
-    conf = (geometry.stride, geometry.padding, geometry.dilation)
-    if impl == "onnx":  # the filters mixed (if at all) under the caller's autocast
-        return export_conv(input, filters, guide, *conf, bias)
-    weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k)
-    with torch.autocast(input.device.type, enabled=False):
-        out = reference_conv(input, weight, guide, *conf)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+            out = conv(input, filters.to(dtype), guide, bias, geometry)
+    else:
+        weight = filters.materialise().to(dtype)  # (B, m, C_out, C_in, k, k)
+        with torch.autocast(input.device.type, enabled=False):
+            out = reference_conv(input, weight, guide, *conf)
+        out = out if bias is None else out + bias.view(1, -1, 1, 1)
+    return out if activation is None else activation(out)

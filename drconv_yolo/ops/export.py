@@ -16,6 +16,11 @@ otherwise. Measured on the exported YOLOv8n models (``drconv-yolo bench --deploy
 ``mix`` at one base costs about the conv it replaces, while ``gather``'s gathers and scatters add a fixed cost per
 layer; at 8 bases ``gather`` costs a fraction of ``mix`` and ``responses`` (both 8 convs).
 
+A fused ``DRConv``'s activation comes with the call: ``gather`` applies the bias and an elementwise activation
+(``ROW_ACTIVATIONS``) to each region's product, where OpenVINO fuses both into the region's MatMul (a separate
+pass over the output otherwise: yolov8n-drconv-blocks 1.47x -> 1.35x the baseline in OpenVINO, 2 threads, neutral
+in onnxruntime; docs/deployment.md); the other formulations, and any other activation, apply it to the output.
+
 A formulation can be forced for one export, for a runtime that lacks an operator (NCNN: no NonZero), with
 ``export_formulation("responses")`` around the export or ``DRCONV_YOLO_EXPORT=responses`` in the environment.
 """
@@ -24,18 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
+
+import torch.nn as nn
 
 from .export_gather import gather_conv
 from .export_mix import mix_export_conv
 from .export_responses import responses_conv
 from .filters import MixedFilters
 
-__all__ = ["EXPORT_FORMULATIONS", "EXPORT_ENV", "choose_export", "export_conv", "export_formulation"]
+__all__ = ["EXPORT_FORMULATIONS", "EXPORT_ENV", "ROW_ACTIVATIONS", "choose_export", "export_conv", "export_formulation"]
 
 EXPORT_FORMULATIONS = ("auto", "mix", "gather", "responses")
 EXPORT_ENV = "DRCONV_YOLO_EXPORT"  # forces a formulation for every export of the process
 EXPORT_MIX_MAX_BASES = 1  # "auto" exports mixed filters of at most this many bases by the mix formulation
+
+# activation modules that act on each element alone, so that applying them to rows in any order is exact
+ROW_ACTIVATIONS = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
+                   nn.GELU, nn.Mish, nn.ELU)  # fmt: skip
 
 _forced: list = []  # the innermost export_formulation() context's choice
 
@@ -88,7 +99,8 @@ def choose_export(bases: Optional[int], requested: Optional[str] = None) -> str:
     return "mix" if bases is not None and bases <= EXPORT_MIX_MAX_BASES else "gather"
 
 
-def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formulation: Optional[str] = None):
+def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formulation: Optional[str] = None,
+                activation: Optional[Callable] = None):  # fmt: skip
     """Region-aware convolution by an export formulation (``choose_export``), standard ops only.
 
     Args:
@@ -98,6 +110,8 @@ def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formula
         stride, padding, dilation (tuple): The checked geometry's pairs.
         bias (torch.Tensor, optional): (C_out,).
         formulation (str, optional): As ``choose_export``'s ``requested``.
+        activation (callable, optional): Applied to the output (``gather``: to each region's product if it is one of
+            ``ROW_ACTIVATIONS``).
 
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo).
@@ -109,7 +123,12 @@ def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formula
         out = mix_export_conv(x, filters.coef, filters.bases.to(x.dtype), guide, *conf)
     elif name == "gather":
         kernel = tuple(int(k) for k in filters.shape[4:])
-        out = gather_conv(x, filters.rows_matrix().to(x.dtype), guide, kernel, *conf)  # (B, m, C_out, K)
+        rows = filters.rows_matrix().to(x.dtype)  # (B, m, C_out, K)
+        bias = None if bias is None else bias.to(x.dtype)
+        if activation is None or isinstance(activation, ROW_ACTIVATIONS):
+            return gather_conv(x, rows, guide, kernel, *conf, bias, activation)
+        out, bias = gather_conv(x, rows, guide, kernel, *conf, bias), None
     else:
         out = responses_conv(x, filters.materialise().to(x.dtype), guide, *conf)
-    return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
+    out = out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
+    return out if activation is None else activation(out)

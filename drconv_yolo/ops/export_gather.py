@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 
-def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
-    """Region-aware convolution by region gathers, without the bias.
+def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=None, activation=None):
+    """Region-aware convolution by region gathers.
 
     Args:
         x (torch.Tensor): (B, C_in, H, W).
@@ -28,6 +28,9 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
         guide (torch.Tensor): (B, m, Ho, Wo).
         kernel (tuple): (kh, kw), ints.
         stride, padding, dilation (tuple): The checked geometry's pairs.
+        bias (torch.Tensor, optional): (C_out,), added to each region's product.
+        activation (callable, optional): An elementwise function, applied to each region's product after the bias
+            (a runtime fuses both into the region's MatMul).
 
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo).
@@ -55,7 +58,9 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation):
         else:
             rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
         y = torch.matmul(rows, weight_rows[:, j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
-        outs.append(y.reshape(-1, C_out))  # (N_j*B, C_out): row r*B + b is sample b's filter on pixel row r
+        y = y.reshape(-1, C_out)  # (N_j*B, C_out): row r*B + b is sample b's filter on pixel row r
+        y = y if bias is None else y + bias
+        outs.append(y if activation is None else activation(y))
         picked.append(idx)
     # back to pixel order and each pixel's own sample by one Gather of rows. Pixel p is row inverse[p] of the
     # region-ordered pixels (a row scatter, aten::index_put, has no OpenVINO PyTorch-frontend rule; the regions
