@@ -138,3 +138,16 @@ def test_deployment_page_quotes_the_second_machines_deployment_benchmark():
     rows = [batch1_row(xeon, f"yolov8n-{v}") for v in deploy.DEPLOY_VARIANTS]
     missing = [row for row in rows if row not in page]
     assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_xeon.json: {missing}"
+
+
+def test_deployment_page_quotes_the_onnxruntime_repeat():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    repeat = deploy_ratios("drconv_deploy_ort_repeat.json")
+    names = {"drconv": "yolov8n-drconv", "drconv-blocks": "yolov8n-drconv-blocks", "drconv-blocks-lite": "`-lite`"}
+    quoted = [f"{label} {repeat[f'yolov8n-{v}', 'onnxruntime', 2, 1, 640]} / "
+              f"{repeat[f'yolov8n-{v}', 'onnxruntime', 1, 1, 640]}" for v, label in names.items()]  # fmt: skip
+    text = " ".join(page.split())  # the page wraps its lines
+    missing = [q for q in quoted if q not in text]
+    assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_ort_repeat.json: {missing}"
