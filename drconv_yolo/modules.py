@@ -464,7 +464,7 @@ class DRConv(nn.Module):
     def forward_fuse(self, x: torch.Tensor, guide: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Apply the convolution (BatchNorm already folded in) and activation, the latter inside the op (an export
         applies it to each region's product)."""
-        return self.conv(x, guide, None if isinstance(self.act, nn.Identity) else self.act)
+        return self.conv(x, guide, self.act)
 
     @property
     def regions(self) -> int:

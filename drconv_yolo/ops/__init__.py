@@ -256,11 +256,11 @@ def _region_conv(input, filters, guide, stride, padding, dilation, bias, impl, a
         )
     dtype = compute_dtype(input)
     input, bias = input.to(dtype), None if bias is None else bias.to(dtype)
-    # fast, grouped, mix and reference run with autocast off: their tensors are in the compute dtype already, and
-    # inside them every op keeps its dtype (out= buffers, the float32 surrogate)
     conf = (geometry.stride, geometry.padding, geometry.dilation)
     if impl == "onnx":  # the filters mixed (if at all) under the caller's autocast; the activation goes inside
         return export_conv(input, filters, guide, *conf, bias, activation=activation)
+    # fast, grouped, mix and reference run with autocast off: their tensors are in the compute dtype already, and
+    # inside them every op keeps its dtype (out= buffers, the float32 surrogate)
     if impl in ("fast", "grouped", "mix"):
         conv = {"fast": fast_conv, "grouped": grouped_conv, "mix": mix_conv}[impl]
         device_type = input.device.type  # no autocast context when there is nothing to switch off (the common case)

@@ -45,8 +45,8 @@ EXPORT_ENV = "DRCONV_YOLO_EXPORT"  # forces a formulation for every export of th
 EXPORT_MIX_MAX_BASES = 1  # "auto" exports mixed filters of at most this many bases by the mix formulation
 
 # activation modules that act on each element alone, so that applying them to rows in any order is exact
-ROW_ACTIVATIONS = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-                   nn.GELU, nn.Mish, nn.ELU)  # fmt: skip
+ROW_ACTIVATIONS = (nn.Identity, nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
+                   nn.Tanh, nn.GELU, nn.Mish, nn.ELU)  # fmt: skip
 
 _forced: list = []  # the innermost export_formulation() context's choice
 
@@ -125,9 +125,9 @@ def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formula
         kernel = tuple(int(k) for k in filters.shape[4:])
         rows = filters.rows_matrix().to(x.dtype)  # (B, m, C_out, K)
         bias = None if bias is None else bias.to(x.dtype)
-        if activation is None or isinstance(activation, ROW_ACTIVATIONS):
-            return gather_conv(x, rows, guide, kernel, *conf, bias, activation)
-        out, bias = gather_conv(x, rows, guide, kernel, *conf, bias), None
+        on_rows = activation is None or isinstance(activation, ROW_ACTIVATIONS)
+        out = gather_conv(x, rows, guide, kernel, *conf, bias, activation if on_rows else None)
+        return out if on_rows else activation(out)
     else:
         out = responses_conv(x, filters.materialise().to(x.dtype), guide, *conf)
     out = out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
