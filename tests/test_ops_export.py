@@ -125,6 +125,30 @@ def test_gather_export_of_fused_drconv_activates_each_region_product_before_the_
         assert source.op_type == "MatMul"
 
 
+def test_gather_export_of_pointwise_layer_reads_rows_by_region_indices_and_filters_from_one_split():
+    # a 1x1 stride-1 layer's patch row is its pixel's row: each region's row Gather takes the region's NonZero indices
+    # as they are (no per-pixel corner Gather), and its filters are one Split's piece (no Gather + Squeeze per region)
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load_from_string(export_layer(fused_layer(1, 1, bases=8), torch.randn(1, 8, 17, 12), "gather")).graph
+    made_by = producers(graph)
+
+    def origin(name):  # the first producer that is not a reshape or a transpose
+        node = made_by[name]
+        while node.op_type in ("Reshape", "Transpose"):
+            node = made_by[node.input[0]]
+        return node
+
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and made_by[n.input[0]].op_type == "Gather"]
+    assert len(matmuls) == 4  # one per region (the fifth MatMul mixes the bases into the filters)
+    splits = {origin(mm.input[1]).name for mm in matmuls}
+    assert len(splits) == 1
+    assert all(origin(mm.input[1]).op_type == "Split" for mm in matmuls)
+    for mm in matmuls:
+        rows = made_by[mm.input[0]]
+        assert rows.op_type == "Gather"
+        assert origin(rows.input[1]).op_type == "NonZero"
+
+
 def test_fused_drconv_applies_its_activation_once_in_eager_and_export():
     # forward_fuse hands the activation to the op: the eager output is act(conv(x)) as before, and so is the export's
     layer = fused_layer(3, 2, bases=8)

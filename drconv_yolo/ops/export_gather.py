@@ -1,12 +1,13 @@
 """Export formulation ``gather``: per region, that region's patch rows gathered, one MatMul with its filter, the
 results scattered back: about one conv's multiply-adds whatever m and n, with data-dependent shapes.
 
-Ops: ArgMax, Equal, NonZero, integer arithmetic, Gather, MatMul, Concat, ScatterElements (plus Transpose and Pad):
-all in onnxruntime's and OpenVINO's operator lists and TensorRT's (NonZero there with limits; untested here). The m
-regions are unrolled in the graph (m is a constant); the batch stays dynamic. Each region's patch rows come from
-one Gather of the padded channels-last input with a (N_j, kh*kw) index (the pixel under each kernel tap), so no
-im2col tensor of the whole map is built (ONNX's im2col is a chain of Gathers along the last axis, which onnxruntime
-runs at a fraction of a copy's speed). Every row of region j is multiplied by the filters of all B samples, and one
+Ops: ArgMax, Equal, NonZero, integer arithmetic, Gather, Split, MatMul, Concat, ScatterElements (plus Transpose
+and Pad): all in onnxruntime's and OpenVINO's operator lists and TensorRT's (NonZero there with limits; untested
+here). The m regions are unrolled in the graph (m is a constant); the batch stays dynamic. Each region's patch rows
+come from one Gather of the padded channels-last input with a (N_j, kh*kw) index (the pixel under each kernel tap),
+so no im2col tensor of the whole map is built (ONNX's im2col is a chain of Gathers along the last axis, which
+onnxruntime runs at a fraction of a copy's speed); a pointwise layer (1x1, stride 1, no padding) gathers by the
+region's pixel indices themselves. Every row of region j is multiplied by the filters of all B samples, and one
 last Gather of rows takes each pixel's own sample's product in pixel order: B times a conv's multiply-adds, one
 conv at batch 1, what the ``responses`` formulation costs (m convs) at batch m. A region with no pixel is an empty
 MatMul.
@@ -48,16 +49,19 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=N
     # per output pixel b*L + oy*Wo + ox, once for all regions: its sample and its patch's top-left in `pixels`
     pixel = torch.arange(region.shape[0], device=x.device)
     sample_of, at = pixel // (Ho * Wo), pixel % (Ho * Wo)
-    corner_of = sample_of * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (B*L,)
+    # a 1x1 kernel at stride 1 without padding reads each output pixel's own input pixel: the corner is the pixel
+    pointwise = kh * kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
+    corner_of = None if pointwise else sample_of * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (B*L,)
+    filters = weight_rows.split(1, 1)  # m x (B, 1, C_out, K): one Split, reshaped (not a Gather and a Squeeze each)
     picked, outs = [], []
     for j in range(m):
-        idx = torch.nonzero(region == j)[:, 0]  # (N_j,): region j's output pixels, every sample's
-        corner = corner_of.index_select(0, idx)  # (N_j,)
+        idx = torch.nonzero(region == j).reshape(-1)  # (N_j,): region j's output pixels, every sample's
+        corner = idx if pointwise else corner_of.index_select(0, idx)  # (N_j,)
         if kh * kw == 1:  # a 1x1 kernel: the patch row is the pixel's own row
             rows = pixels.index_select(0, corner)  # (N_j, C_in)
         else:
             rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
-        y = torch.matmul(rows, weight_rows[:, j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
+        y = torch.matmul(rows, filters[j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
         y = y.reshape(-1, C_out)  # (N_j*B, C_out): row r*B + b is sample b's filter on pixel row r
         y = y if bias is None else y + bias
         outs.append(y if activation is None else activation(y))
