@@ -151,3 +151,13 @@ def test_deployment_page_quotes_the_onnxruntime_repeat():
     text = " ".join(page.split())  # the page wraps its lines
     missing = [q for q in quoted if q not in text]
     assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_ort_repeat.json: {missing}"
+
+
+def test_deployment_page_quotes_the_batch1_run_after_the_pointwise_change():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    after = deploy_ratios("drconv_deploy_b1_640.json")
+    rows = [batch1_row(after, f"yolov8n-{v}") for v in ("drconv", "drconv-blocks", "drconv-blocks-lite")]
+    missing = [row for row in rows if row not in page]
+    assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_b1_640.json: {missing}"
