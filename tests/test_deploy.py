@@ -130,14 +130,21 @@ def test_deployment_page_quotes_the_committed_deployment_benchmark():
     assert not missing, f"docs/deployment.md does not quote these rows of bench_results/: {missing}"
 
 
-def test_deployment_page_quotes_the_second_machines_deployment_benchmark():
+@pytest.mark.parametrize(
+    "name, variants",
+    [
+        ("drconv_deploy_xeon.json", deploy.DEPLOY_VARIANTS),  # the second machine, every config
+        ("drconv_deploy_b1_640.json", ("drconv", "drconv-blocks", "drconv-blocks-lite")),  # after the pointwise change
+    ],
+)
+def test_deployment_page_quotes_the_batch1_tables_of_further_runs(name, variants):
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
-    xeon = deploy_ratios("drconv_deploy_xeon.json")
-    rows = [batch1_row(xeon, f"yolov8n-{v}") for v in deploy.DEPLOY_VARIANTS]
+    ratios = deploy_ratios(name)
+    rows = [batch1_row(ratios, f"yolov8n-{v}") for v in variants]
     missing = [row for row in rows if row not in page]
-    assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_xeon.json: {missing}"
+    assert not missing, f"docs/deployment.md does not quote these rows of {name}: {missing}"
 
 
 def test_deployment_page_quotes_the_onnxruntime_repeat():
@@ -151,13 +158,3 @@ def test_deployment_page_quotes_the_onnxruntime_repeat():
     text = " ".join(page.split())  # the page wraps its lines
     missing = [q for q in quoted if q not in text]
     assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_ort_repeat.json: {missing}"
-
-
-def test_deployment_page_quotes_the_batch1_run_after_the_pointwise_change():
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
-    after = deploy_ratios("drconv_deploy_b1_640.json")
-    rows = [batch1_row(after, f"yolov8n-{v}") for v in ("drconv", "drconv-blocks", "drconv-blocks-lite")]
-    missing = [row for row in rows if row not in page]
-    assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_b1_640.json: {missing}"

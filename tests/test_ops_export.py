@@ -107,6 +107,14 @@ def producers(graph):
     return {out: node for node in graph.node for out in node.output}
 
 
+def origin(made_by, name, through):
+    """The producer of tensor ``name``, looking through nodes of the types ``through`` (first input)."""
+    node = made_by[name]
+    while node.op_type in through:
+        node = made_by[node.input[0]]
+    return node
+
+
 def test_gather_export_of_fused_drconv_activates_each_region_product_before_the_pixel_gather():
     # what lets OpenVINO fuse the bias and the SiLU into each region's MatMul: in the exported graph every Sigmoid
     # reads the bias Add of a region's MatMul (through its reshape), and none follows the last Gather
@@ -119,10 +127,7 @@ def test_gather_export_of_fused_drconv_activates_each_region_product_before_the_
     for sigmoid in sigmoids:
         add = made_by[sigmoid.input[0]]
         assert add.op_type == "Add"
-        source = made_by[add.input[0]]
-        while source.op_type == "Reshape":
-            source = made_by[source.input[0]]
-        assert source.op_type == "MatMul"
+        assert origin(made_by, add.input[0], ("Reshape",)).op_type == "MatMul"
 
 
 def test_gather_export_of_pointwise_layer_reads_rows_by_region_indices_and_filters_from_one_split():
@@ -131,22 +136,13 @@ def test_gather_export_of_pointwise_layer_reads_rows_by_region_indices_and_filte
     onnx = pytest.importorskip("onnx")
     graph = onnx.load_from_string(export_layer(fused_layer(1, 1, bases=8), torch.randn(1, 8, 17, 12), "gather")).graph
     made_by = producers(graph)
-
-    def origin(name):  # the first producer that is not a reshape or a transpose
-        node = made_by[name]
-        while node.op_type in ("Reshape", "Transpose"):
-            node = made_by[node.input[0]]
-        return node
-
+    layout = ("Reshape", "Transpose")
     matmuls = [n for n in graph.node if n.op_type == "MatMul" and made_by[n.input[0]].op_type == "Gather"]
     assert len(matmuls) == 4  # one per region (the fifth MatMul mixes the bases into the filters)
-    splits = {origin(mm.input[1]).name for mm in matmuls}
-    assert len(splits) == 1
-    assert all(origin(mm.input[1]).op_type == "Split" for mm in matmuls)
+    filters = [origin(made_by, mm.input[1], layout) for mm in matmuls]
+    assert len({f.name for f in filters}) == 1 and all(f.op_type == "Split" for f in filters)
     for mm in matmuls:
-        rows = made_by[mm.input[0]]
-        assert rows.op_type == "Gather"
-        assert origin(rows.input[1]).op_type == "NonZero"
+        assert origin(made_by, made_by[mm.input[0]].input[1], layout).op_type == "NonZero"
 
 
 def test_fused_drconv_applies_its_activation_once_in_eager_and_export():
