@@ -135,6 +135,7 @@ def test_deployment_page_quotes_the_committed_deployment_benchmark():
     [
         ("drconv_deploy_xeon.json", deploy.DEPLOY_VARIANTS),  # the second machine, every config
         ("drconv_deploy_b1_640.json", ("drconv", "drconv-blocks", "drconv-blocks-lite")),  # after the pointwise change
+        ("drconv_deploy_b1_640_repeat.json", ("drconv", "drconv-blocks", "drconv-blocks-lite")),  # its repeat
     ],
 )
 def test_deployment_page_quotes_the_batch1_tables_of_further_runs(name, variants):
