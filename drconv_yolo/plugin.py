@@ -14,6 +14,8 @@
 - the thop FLOP counter: a rule for the dynamic conv (selected-filter MACs); the guide conv and the filter generator
   are counted by thop's own rules, so ``model.info()`` GFLOPs include all of DRConv.
 - torch's safe globals: ``ULTRALYTICS_SAFE_LOAD=1`` (``weights_only=True``) loads DRConv checkpoints.
+- ``Exporter.__call__``: an ONNX, OpenVINO or TensorRT export without ``dynamic=True`` fixes its batch size, so it
+  traces DRConv for a static batch (``ops.static_batch_export``: one conv's work at any batch, not B convs').
 
 Registration normally happens by itself: importing the package (which every DRConv checkpoint load does, its
 ``__init__`` first) registers when Ultralytics is loaded, and the start-up hook (``drconv_yolo._startup``) registers
@@ -48,6 +50,7 @@ from .modules import (
     RegionAwareConv,
     check_options,
 )
+from .ops import static_batch_export
 
 __all__ = ["register", "unregister", "is_registered", "bundled_cfg_dir", "DRConvYAMLError"]
 
@@ -271,6 +274,22 @@ def _wrap_fuse(original):
     return fuse
 
 
+# formats whose file fixes the traced input shape unless exported with dynamic=True (TorchScript does not: a traced
+# module runs at other batch sizes)
+STATIC_SHAPE_FORMATS = ("onnx", "openvino", "engine", "tensorrt", "trt")
+
+
+def _wrap_export(original):
+    @functools.wraps(original)
+    def __call__(self, *args, **kwargs):
+        fmt = str(getattr(self.args, "format", "")).lower()
+        with static_batch_export(fmt in STATIC_SHAPE_FORMATS and not getattr(self.args, "dynamic", False)):
+            return original(self, *args, **kwargs)
+
+    setattr(__call__, _MARK, True)
+    return __call__
+
+
 def _wrap_load(original):
     @functools.wraps(original)
     def load(self, weights, verbose=True):
@@ -362,6 +381,9 @@ def register() -> bool:
                     setattr(module, name, getattr(tasks, name))
         _patch(tasks.BaseModel, "fuse", _wrap_fuse)
         _patch(tasks.BaseModel, "load", _wrap_load)
+        from ultralytics.engine import exporter
+
+        _patch(exporter.Exporter, "__call__", _wrap_export)
         try:
             from thop.profile import register_hooks
 

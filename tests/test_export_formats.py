@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_ops_export import region_products
 
 pytest.importorskip("ultralytics")
 from ultralytics import YOLO  # noqa: E402
@@ -87,6 +88,22 @@ def test_onnx_in_onnxruntime_matches_pytorch_at_batch_1_and_dynamic_batch(checkp
         assert np.abs(got - pytorch_output(checkpoint, x)).max() < OUTPUT_ATOL
     if not dynamic:
         assert_same_detections(checkpoint, path)
+
+
+def test_onnx_export_of_a_static_batch_multiplies_each_sample_by_its_own_filters(checkpoint):
+    # Ultralytics' default (dynamic=False) fixes the batch: the plugin traces DRConv per (region, sample), one conv's
+    # work at any batch; dynamic=True keeps one product per region (every sample's filters) and the batch free
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    static = export(checkpoint, "onnx", batch=2, simplify=True)
+    free = len(region_products(onnx.load(export(checkpoint, "onnx", dynamic=True, simplify=True)).graph))
+    assert len(region_products(onnx.load(static).graph)) == 2 * free
+    assert (free > 0) == ("lite" not in checkpoint.stem)  # the lite model exports by mix: no region products
+    image = letterboxed(IMGSZ)
+    x = torch.cat([image, image.flip(-1)])
+    session = ort.InferenceSession(static, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - pytorch_output(checkpoint, x)).max() < OUTPUT_ATOL
 
 
 def test_openvino_export_matches_pytorch_and_detects_the_same(checkpoint, monkeypatch):

@@ -103,6 +103,38 @@ def test_formulation_with_activation_matches_activated_reference_output_and_grad
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("explicit", [False, True], ids=["mixed", "explicit"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_gather_with_static_batch_matches_reference_output_and_grads(shape, explicit):
+    # per (region, sample) products, each sample's rows with its own filter: the same numbers as the reference
+    x, coef, bases, guide, go, conf = mixed(shape, n=3)
+    weight = make_inputs(shape)[1]
+    bias = torch.randn(bases.shape[1], dtype=torch.float64)
+
+    def export(*leaves):
+        filters = ExplicitFilters(leaves[1]) if explicit else MixedFilters(*leaves[1:3])
+        with ex.static_batch_export():
+            return ex.export_conv(leaves[0], filters, guide, *pairs(conf), leaves[-1], formulation="gather")
+
+    def reference(*leaves):
+        w = leaves[1] if explicit else torch.einsum("bjn,nocuv->bjocuv", *leaves[1:3])
+        return reference_conv(leaves[0], w, guide, *pairs(conf)) + leaves[-1].view(1, -1, 1, 1)
+
+    leaves = (x, weight, bias) if explicit else (x, coef, bases, bias)
+    got, want = grads(export, leaves, go), grads(reference, leaves, go)
+    assert all(float(g.abs().sum()) > 0 for g in got[1:])  # every gradient reaches its leaf
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_static_batch_export_is_off_outside_its_context():
+    assert not ex._static
+    with ex.static_batch_export():
+        with ex.static_batch_export(False):
+            assert ex._static == [True, False]
+    assert not ex._static
+
+
 def producers(graph):
     return {out: node for node in graph.node for out in node.output}
 
@@ -143,6 +175,31 @@ def test_gather_export_of_pointwise_layer_reads_rows_by_region_indices_and_filte
     assert len({f.name for f in filters}) == 1 and all(f.op_type == "Split" for f in filters)
     for mm in matmuls:
         assert origin(made_by, made_by[mm.input[0]].input[1], layout).op_type == "NonZero"
+
+
+def region_products(graph):
+    """The MatMuls of region rows (fed by a row Gather), not the generator's."""
+    made_by = producers(graph)
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    return [n for n in matmuls if origin(made_by, n.input[0], ("Reshape",)).op_type == "Gather"]
+
+
+@pytest.mark.parametrize("k, s", [(3, 2), (1, 1)])
+def test_gather_export_with_static_batch_has_one_product_per_region_and_sample_and_matches_pytorch(k, s):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    layer = fused_layer(k, s, bases=8)  # regions=4, C_out=16
+    x = torch.randn(3, 8, 17, 12)
+    with ex.static_batch_export():
+        static = export_layer(layer, x, "gather", dynamic=False)
+    free = export_layer(layer, x, "gather", dynamic=False)  # traced at batch 3 too, outside the context
+    assert len(region_products(onnx.load_from_string(static).graph)) == 4 * 3
+    assert len(region_products(onnx.load_from_string(free).graph)) == 4
+    with torch.no_grad():
+        expected = layer(x).numpy()
+    for model in (static, free):
+        got = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+        assert np.abs(got - expected).max() < 1e-4
 
 
 def test_fused_drconv_applies_its_activation_once_in_eager_and_export():

@@ -181,6 +181,25 @@ def test_register_is_idempotent_and_unregister_restores():
     assert plugin.is_registered()
 
 
+@pytest.mark.parametrize(
+    "fmt, dynamic, static",
+    [("onnx", False, True), ("ONNX", False, True), ("onnx", True, False), ("openvino", False, True),
+     ("engine", False, True), ("trt", False, True), ("torchscript", False, False), ("tflite", False, False)],
+)  # fmt: skip
+def test_export_traces_drconv_for_a_static_batch_only_where_the_file_fixes_it(fmt, dynamic, static):
+    from types import SimpleNamespace
+
+    from ultralytics.engine.exporter import Exporter
+
+    from drconv_yolo.ops import export as ex
+
+    assert getattr(Exporter.__call__, plugin._MARK, False)  # register() wrapped Ultralytics' exporter
+    seen = []
+    call = plugin._wrap_export(lambda self, model=None: seen.append(bool(ex._static and ex._static[-1])) or "file")
+    assert call(SimpleNamespace(args=SimpleNamespace(format=fmt, dynamic=dynamic))) == "file"
+    assert seen == [static] and not ex._static
+
+
 def test_bundled_yaml_resolves_by_bare_name_with_scale():
     d = tasks.yaml_model_load("yolo11s-drconv-neck.yaml")
     assert d["scale"] == "s"

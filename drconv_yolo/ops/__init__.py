@@ -68,7 +68,7 @@ from .common import (
     output_size,
     records_grad,
 )
-from .export import EXPORT_FORMULATIONS, choose_export, export_conv, export_formulation
+from .export import EXPORT_FORMULATIONS, choose_export, export_conv, export_formulation, static_batch_export
 from .fast import fast_conv
 from .filters import ExplicitFilters, MixedFilters
 from .grouped import grouped_conv
@@ -88,6 +88,7 @@ __all__ = [
     "EXPORT_FORMULATIONS",
     "choose_export",
     "export_formulation",
+    "static_batch_export",
     "MIX_MAX_BASES",
     "MIX_SMALL_MAP_TRAIN",
     "MIX_SMALL_MAP_INFER",

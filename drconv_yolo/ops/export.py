@@ -21,6 +21,10 @@ A fused ``DRConv``'s activation comes with the call: ``gather`` applies the bias
 pass over the output otherwise: yolov8n-drconv-blocks 1.47x -> 1.35x the baseline in OpenVINO, 2 threads, neutral
 in onnxruntime; docs/deployment.md); the other formulations, and any other activation, apply it to the output.
 
+``gather`` keeps the batch free unless told it is a constant of the export (``static_batch_export()``, which the
+plugin enters around Ultralytics' ONNX, OpenVINO and TensorRT exports without ``dynamic=True``): then each sample's
+pixels meet only its own filters, one conv's work at any batch instead of B convs'.
+
 A formulation can be forced for one export, for a runtime that lacks an operator (NCNN: no NonZero), with
 ``export_formulation("responses")`` around the export or ``DRCONV_YOLO_EXPORT=responses`` in the environment.
 """
@@ -38,7 +42,8 @@ from .export_mix import mix_export_conv
 from .export_responses import responses_conv
 from .filters import MixedFilters
 
-__all__ = ["EXPORT_FORMULATIONS", "EXPORT_ENV", "ROW_ACTIVATIONS", "choose_export", "export_conv", "export_formulation"]
+__all__ = ["EXPORT_FORMULATIONS", "EXPORT_ENV", "ROW_ACTIVATIONS", "choose_export", "export_conv", "export_formulation",
+           "static_batch_export"]  # fmt: skip
 
 EXPORT_FORMULATIONS = ("auto", "mix", "gather", "responses")
 EXPORT_ENV = "DRCONV_YOLO_EXPORT"  # forces a formulation for every export of the process
@@ -49,6 +54,7 @@ ROW_ACTIVATIONS = (nn.Identity, nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Har
                    nn.Tanh, nn.GELU, nn.Mish, nn.ELU)  # fmt: skip
 
 _forced: list = []  # the innermost export_formulation() context's choice
+_static: list = []  # the innermost static_batch_export() context's flag
 
 
 def _check(name: str, where: str) -> str:
@@ -65,6 +71,21 @@ def export_formulation(name: str) -> Iterator[None]:
         yield
     finally:
         _forced.pop()
+
+
+@contextlib.contextmanager
+def static_batch_export(static: bool = True) -> Iterator[None]:
+    """Trace every DRConv for an export whose batch size is a constant while inside (``static=False``: a free batch,
+    the default outside).
+
+    A graph traced so runs at the traced batch size only: for files that fix their input shape (ONNX without dynamic
+    axes, a static OpenVINO model, a TensorRT engine), not for a TorchScript module run at other batch sizes.
+    """
+    _static.append(bool(static))
+    try:
+        yield
+    finally:
+        _static.pop()
 
 
 def requested_formulation() -> str:
@@ -126,7 +147,8 @@ def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formula
         rows = filters.rows_matrix().to(x.dtype)  # (B, m, C_out, K)
         bias = None if bias is None else bias.to(x.dtype)
         on_rows = activation is None or isinstance(activation, ROW_ACTIVATIONS)
-        out = gather_conv(x, rows, guide, kernel, *conf, bias, activation if on_rows else None)
+        static = bool(_static and _static[-1])
+        out = gather_conv(x, rows, guide, kernel, *conf, bias, activation if on_rows else None, static_batch=static)
         return out if on_rows else activation(out)
     else:
         out = responses_conv(x, filters.materialise().to(x.dtype), guide, *conf)

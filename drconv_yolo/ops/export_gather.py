@@ -9,8 +9,10 @@ so no im2col tensor of the whole map is built (ONNX's im2col is a chain of Gathe
 onnxruntime runs at a fraction of a copy's speed); a pointwise layer (1x1, stride 1, no padding) gathers by the
 region's pixel indices themselves. Every row of region j is multiplied by the filters of all B samples, and one
 last Gather of rows takes each pixel's own sample's product in pixel order: B times a conv's multiply-adds, one
-conv at batch 1, what the ``responses`` formulation costs (m convs) at batch m. A region with no pixel is an empty
-MatMul.
+conv at batch 1, what the ``responses`` formulation costs (m convs) at batch m. Where the batch B is a constant of
+the export (``static_batch``: Ultralytics' ONNX, OpenVINO and TensorRT exports without ``dynamic=True``), the
+regions are unrolled per sample too, and each sample's rows meet only its own filter: one conv's multiply-adds at
+any batch, m*B products in the graph. A region with no pixel is an empty MatMul.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 
-def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=None, activation=None):
+def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=None, activation=None,
+                static_batch=False):  # fmt: skip
     """Region-aware convolution by region gathers.
 
     Args:
@@ -32,6 +35,9 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=N
         bias (torch.Tensor, optional): (C_out,), added to each region's product.
         activation (callable, optional): An elementwise function, applied to each region's product after the bias
             (a runtime fuses both into the region's MatMul).
+        static_batch (bool): The batch is a constant of the export (``static_batch_export``): each sample's pixels of
+            a region are gathered and multiplied by that sample's filter alone, one conv's multiply-adds at any batch
+            (m*B products in the graph). Default: one product per region with every sample's filters, batch left free.
 
     Returns:
         (torch.Tensor): (B, C_out, Ho, Wo).
@@ -52,17 +58,29 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=N
     # a 1x1 kernel at stride 1 without padding reads each output pixel's own input pixel: the corner is the pixel
     pointwise = kh * kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
     corner_of = None if pointwise else sample_of * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (B*L,)
-    filters = weight_rows.split(1, 1)  # m x (B, 1, C_out, K): one Split, reshaped (not a Gather and a Squeeze each)
+    if static_batch:  # units (region j, sample b), b's own filter: weight_rows as (B*m, C_out, K), piece b*m + j
+        S, L = int(x.shape[0]), int(Ho) * int(Wo)
+        filters = weight_rows.reshape(S * m, C_out, -1).split(1, 0)
+        per_sample = region.reshape(S, L)
+        units = [(j, b) for j in range(m) for b in range(S)]
+    else:  # units (region j, every sample): one Split, reshaped (not a Gather and a Squeeze each)
+        filters = weight_rows.split(1, 1)  # m x (B, 1, C_out, K)
+        units = [(j, None) for j in range(m)]
     picked, outs = [], []
-    for j in range(m):
-        idx = torch.nonzero(region == j).reshape(-1)  # (N_j,): region j's output pixels, every sample's
-        corner = idx if pointwise else corner_of.index_select(0, idx)  # (N_j,)
-        if kh * kw == 1:  # a 1x1 kernel: the patch row is the pixel's own row
-            rows = pixels.index_select(0, corner)  # (N_j, C_in)
+    for j, b in units:
+        if b is None:
+            idx = torch.nonzero(region == j).reshape(-1)  # (N_j,): region j's output pixels, every sample's
         else:
-            rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N_j, K), K as (kh, kw, C_in)
-        y = torch.matmul(rows, filters[j].reshape(-1, rows.shape[1]).t())  # (N_j, B*C_out), every sample's
-        y = y.reshape(-1, C_out)  # (N_j*B, C_out): row r*B + b is sample b's filter on pixel row r
+            idx = torch.nonzero(per_sample[b] == j).reshape(-1)  # (N_jb,): sample b's pixels in region j
+            idx = idx + b * L if b else idx
+        corner = idx if pointwise else corner_of.index_select(0, idx)  # (N,)
+        if kh * kw == 1:  # a 1x1 kernel: the patch row is the pixel's own row
+            rows = pixels.index_select(0, corner)  # (N, C_in)
+        else:
+            rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N, K), K as (kh, kw, C_in)
+        w = filters[j] if b is None else filters[b * m + j]
+        y = torch.matmul(rows, w.reshape(-1, rows.shape[1]).t())  # (N, B*C_out) every sample's, or (N, C_out)
+        y = y.reshape(-1, C_out)  # every sample's: row r*B + s is sample s's filter on pixel row r
         y = y if bias is None else y + bias
         outs.append(y if activation is None else activation(y))
         picked.append(idx)
@@ -70,8 +88,8 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=N
     # region-ordered pixels (a row scatter, aten::index_put, has no OpenVINO PyTorch-frontend rule; the regions
     # partition the pixels, so the scatter of the inverse overwrites every entry of its base, perm itself: no constant
     # of the map's size in a static export), and its own product is row inverse[p]*B + sample_of[p] of the
-    # concatenated products (every region's rows carry all B samples' products)
-    perm = torch.cat(picked)  # (B*L,): the pixel of each row in region order
+    # concatenated products (every region's rows carry all B samples' products; one sample's only with a static batch)
+    perm = torch.cat(picked)  # (B*L,): the pixel of each row in unit order
     inverse = perm.scatter(0, perm, torch.arange(perm.shape[0], device=x.device))  # (B*L,): each pixel's row
-    out = torch.cat(outs).index_select(0, inverse * B + sample_of)  # (B*L, C_out), in pixel order
+    out = torch.cat(outs).index_select(0, inverse if static_batch else inverse * B + sample_of)  # (B*L, C_out)
     return out.reshape(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
