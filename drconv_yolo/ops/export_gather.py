@@ -58,6 +58,8 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=N
     # a 1x1 kernel at stride 1 without padding reads each output pixel's own input pixel: the corner is the pixel
     pointwise = kh * kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
     corner_of = None if pointwise else sample_of * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (B*L,)
+    # at batch 1 both forms do the same work: the batch-free graph is kept (the one the batch-1 figures measure)
+    static_batch = static_batch and int(x.shape[0]) > 1
     if static_batch:  # units (region j, sample b), b's own filter: weight_rows as (B*m, C_out, K), piece b*m + j
         S, L = int(x.shape[0]), int(Ho) * int(Wo)
         filters = weight_rows.reshape(S * m, C_out, -1).split(1, 0)
