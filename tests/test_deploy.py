@@ -148,6 +148,22 @@ def test_deployment_page_quotes_the_batch1_tables_of_further_runs(name, variants
     assert not missing, f"docs/deployment.md does not quote these rows of {name}: {missing}"
 
 
+def test_deployment_page_quotes_the_static_batch8_table():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    ratios = deploy_ratios("drconv_deploy_b8_static.json")
+
+    def cell(model, runtime, px):
+        return f"{ratios[model, runtime, 2, 8, px]} / {ratios[model, runtime, 1, 8, px]}"
+
+    models = [f"yolov8n-{v}" for v in ("drconv", "drconv-blocks", "drconv-blocks-lite")]
+    cells = {m: [cell(m, rt, px) for rt in deploy.RUNTIMES for px in (640, 320)] for m in models}
+    rows = [f"| {m} | " + " | ".join(c) + " |" for m, c in cells.items()]
+    missing = [row for row in rows if row not in page]
+    assert not missing, f"docs/deployment.md does not quote these rows of drconv_deploy_b8_static.json: {missing}"
+
+
 def test_deployment_page_quotes_the_onnxruntime_repeat():
     from pathlib import Path
 
