@@ -88,6 +88,11 @@ def static_batch_export(static: bool = True) -> Iterator[None]:
         _static.pop()
 
 
+def static_batch() -> bool:
+    """Whether the innermost ``static_batch_export`` context says the batch is a constant (False outside any)."""
+    return bool(_static and _static[-1])
+
+
 def requested_formulation() -> str:
     """The formulation asked for: the innermost ``export_formulation`` context's, else ``$DRCONV_YOLO_EXPORT``, else
     ``"auto"``."""
@@ -147,8 +152,7 @@ def export_conv(x, filters, guide, stride, padding, dilation, bias=None, formula
         rows = filters.rows_matrix().to(x.dtype)  # (B, m, C_out, K)
         bias = None if bias is None else bias.to(x.dtype)
         on_rows = activation is None or isinstance(activation, ROW_ACTIVATIONS)
-        static = bool(_static and _static[-1])
-        out = gather_conv(x, rows, guide, kernel, *conf, bias, activation if on_rows else None, static_batch=static)
+        out = gather_conv(x, rows, guide, kernel, *conf, bias, activation if on_rows else None, static_batch())
         return out if on_rows else activation(out)
     else:
         out = responses_conv(x, filters.materialise().to(x.dtype), guide, *conf)

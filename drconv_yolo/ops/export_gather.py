@@ -58,29 +58,25 @@ def gather_conv(x, weight_rows, guide, kernel, stride, padding, dilation, bias=N
     # a 1x1 kernel at stride 1 without padding reads each output pixel's own input pixel: the corner is the pixel
     pointwise = kh * kw == 1 and (sh, sw, ph, pw) == (1, 1, 0, 0)
     corner_of = None if pointwise else sample_of * (Hp * Wp) + (at // Wo) * (sh * Wp) + (at % Wo) * sw  # (B*L,)
-    # at batch 1 both forms do the same work: the batch-free graph is kept (the one the batch-1 figures measure)
-    static_batch = static_batch and int(x.shape[0]) > 1
-    if static_batch:  # units (region j, sample b), b's own filter: weight_rows as (B*m, C_out, K), piece b*m + j
+    static_batch = static_batch and int(x.shape[0]) > 1  # at batch 1 the forms agree: the batch-free graph is kept
+    if static_batch:  # units (region j, sample b): b's regions, its first pixel, its own filter (piece b*m + j)
         S, L = int(x.shape[0]), int(Ho) * int(Wo)
         filters = weight_rows.reshape(S * m, C_out, -1).split(1, 0)
         per_sample = region.reshape(S, L)
-        units = [(j, b) for j in range(m) for b in range(S)]
+        samples = [per_sample[b] for b in range(S)]  # S x (L,): one selection per sample, not per unit
+        units = [(j, samples[b], b * L, filters[b * m + j]) for j in range(m) for b in range(S)]
     else:  # units (region j, every sample): one Split, reshaped (not a Gather and a Squeeze each)
         filters = weight_rows.split(1, 1)  # m x (B, 1, C_out, K)
-        units = [(j, None) for j in range(m)]
+        units = [(j, region, 0, filters[j]) for j in range(m)]
     picked, outs = [], []
-    for j, b in units:
-        if b is None:
-            idx = torch.nonzero(region == j).reshape(-1)  # (N_j,): region j's output pixels, every sample's
-        else:
-            idx = torch.nonzero(per_sample[b] == j).reshape(-1)  # (N_jb,): sample b's pixels in region j
-            idx = idx + b * L if b else idx
+    for j, regions, first, w in units:
+        idx = torch.nonzero(regions == j).reshape(-1)  # (N,): the unit's pixels in region j
+        idx = idx + first if first else idx  # as rows of the whole batch (sample b's pixels start at b*L)
         corner = idx if pointwise else corner_of.index_select(0, idx)  # (N,)
         if kh * kw == 1:  # a 1x1 kernel: the patch row is the pixel's own row
             rows = pixels.index_select(0, corner)  # (N, C_in)
         else:
             rows = pixels[corner.unsqueeze(1) + taps].reshape(-1, kh * kw * C_in)  # (N, K), K as (kh, kw, C_in)
-        w = filters[j] if b is None else filters[b * m + j]
         y = torch.matmul(rows, w.reshape(-1, rows.shape[1]).t())  # (N, B*C_out) every sample's, or (N, C_out)
         y = y.reshape(-1, C_out)  # every sample's: row r*B + s is sample s's filter on pixel row r
         y = y if bias is None else y + bias
