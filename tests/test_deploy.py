@@ -2,6 +2,7 @@
 table and JSON, the comparison's deployed latency and its reasons when there is none, and the CLI's refusals."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,10 +100,12 @@ def test_bench_deploy_refuses_bad_counts(args, message, capsys):
 
 
 def deploy_ratios(name):
-    from pathlib import Path
-
     rows = json.loads((Path(__file__).resolve().parents[1] / "bench_results" / name).read_text())["rows"]
     return {(r["model"], r["runtime"], r["threads"], r["batch"], r["imgsz"]): f"{r['ratio']:.2f}x" for r in rows}
+
+
+def deployment_page() -> str:
+    return (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
 
 
 def batch1_row(ratios, model):
@@ -111,9 +114,7 @@ def batch1_row(ratios, model):
 
 
 def test_deployment_page_quotes_the_committed_deployment_benchmark():
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    page = deployment_page()
     now, before = deploy_ratios("drconv_deploy.json"), deploy_ratios("drconv_deploy_by_responses.json")
     lite_by_gather = deploy_ratios("drconv_deploy_lite_by_gather.json")
     missing = []
@@ -139,9 +140,7 @@ def test_deployment_page_quotes_the_committed_deployment_benchmark():
     ],
 )
 def test_deployment_page_quotes_the_batch1_tables_of_further_runs(name, variants):
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    page = deployment_page()
     ratios = deploy_ratios(name)
     rows = [batch1_row(ratios, f"yolov8n-{v}") for v in variants]
     missing = [row for row in rows if row not in page]
@@ -149,9 +148,7 @@ def test_deployment_page_quotes_the_batch1_tables_of_further_runs(name, variants
 
 
 def test_deployment_page_quotes_the_static_batch8_table():
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    page = deployment_page()
     ratios = deploy_ratios("drconv_deploy_b8_static.json")
 
     def cell(model, runtime, px):
@@ -165,9 +162,7 @@ def test_deployment_page_quotes_the_static_batch8_table():
 
 
 def test_deployment_page_quotes_the_onnxruntime_repeat():
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    page = deployment_page()
     repeat = deploy_ratios("drconv_deploy_ort_repeat.json")
     names = {"drconv": "yolov8n-drconv", "drconv-blocks": "yolov8n-drconv-blocks", "drconv-blocks-lite": "`-lite`"}
     quoted = [f"{label} {repeat[f'yolov8n-{v}', 'onnxruntime', 2, 1, 640]} / "

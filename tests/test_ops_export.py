@@ -128,11 +128,13 @@ def test_gather_with_static_batch_matches_reference_output_and_grads(shape, expl
 
 
 def test_static_batch_export_is_off_outside_its_context():
-    assert not ex._static
+    assert not ex._static and not ex.static_batch()
     with ex.static_batch_export():
+        assert ex.static_batch()
         with ex.static_batch_export(False):
-            assert ex._static == [True, False]
-    assert not ex._static
+            assert ex._static == [True, False] and not ex.static_batch()
+        assert ex.static_batch()
+    assert not ex._static and not ex.static_batch()
 
 
 def producers(graph):
@@ -145,6 +147,13 @@ def origin(made_by, name, through):
     while node.op_type in through:
         node = made_by[node.input[0]]
     return node
+
+
+def region_products(graph):
+    """The MatMuls of region rows (fed by a row Gather), not the generator's."""
+    made_by = producers(graph)
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    return [n for n in matmuls if origin(made_by, n.input[0], ("Reshape",)).op_type == "Gather"]
 
 
 def test_gather_export_of_fused_drconv_activates_each_region_product_before_the_pixel_gather():
@@ -169,19 +178,13 @@ def test_gather_export_of_pointwise_layer_reads_rows_by_region_indices_and_filte
     graph = onnx.load_from_string(export_layer(fused_layer(1, 1, bases=8), torch.randn(1, 8, 17, 12), "gather")).graph
     made_by = producers(graph)
     layout = ("Reshape", "Transpose")
-    matmuls = [n for n in graph.node if n.op_type == "MatMul" and made_by[n.input[0]].op_type == "Gather"]
+    matmuls = region_products(graph)
+    assert all(made_by[mm.input[0]].op_type == "Gather" for mm in matmuls)  # the row Gather itself, no reshape
     assert len(matmuls) == 4  # one per region (the fifth MatMul mixes the bases into the filters)
     filters = [origin(made_by, mm.input[1], layout) for mm in matmuls]
     assert len({f.name for f in filters}) == 1 and all(f.op_type == "Split" for f in filters)
     for mm in matmuls:
         assert origin(made_by, made_by[mm.input[0]].input[1], layout).op_type == "NonZero"
-
-
-def region_products(graph):
-    """The MatMuls of region rows (fed by a row Gather), not the generator's."""
-    made_by = producers(graph)
-    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
-    return [n for n in matmuls if origin(made_by, n.input[0], ("Reshape",)).op_type == "Gather"]
 
 
 @pytest.mark.parametrize("k, s", [(3, 2), (1, 1)])

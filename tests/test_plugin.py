@@ -195,7 +195,7 @@ def test_export_traces_drconv_for_a_static_batch_only_where_the_file_fixes_it(fm
 
     assert getattr(Exporter.__call__, plugin._MARK, False)  # register() wrapped Ultralytics' exporter
     seen = []
-    call = plugin._wrap_export(lambda self, model=None: seen.append(bool(ex._static and ex._static[-1])) or "file")
+    call = plugin._wrap_export(lambda self, model=None: seen.append(ex.static_batch()) or "file")
     assert call(SimpleNamespace(args=SimpleNamespace(format=fmt, dynamic=dynamic))) == "file"
     assert seen == [static] and not ex._static
 
